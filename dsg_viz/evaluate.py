@@ -1,0 +1,44 @@
+"""Evaluation: top-1 / top-5 accuracy of a model on a decoded split, batched, under ``torch.inference_mode``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .data import Split, normalize
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: int = 500,
+             progress: bool = False) -> dict:
+    """Return ``{"top1", "top5", "n"}`` (percent) of ``model`` on ``split``.
+
+    ``mean``/``std`` default to ``model.spec``'s. The model is run in eval mode on its own device; its
+    training flag is restored afterwards.
+    """
+    spec = getattr(model, "spec", None)
+    mean = mean if mean is not None else spec.mean
+    std = std if std is not None else spec.std
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = 0
+    n = len(split)
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="evaluate", leave=False)
+    try:
+        for s in starts:
+            x = normalize(split.images[s:s + batch_size], mean, std).to(device)
+            y = split.labels[s:s + batch_size].to(device)
+            logits = model(x)
+            k = min(5, logits.shape[1])
+            topk = logits.topk(k, dim=1).indices
+            hit = topk == y[:, None]
+            correct1 += hit[:, 0].sum().item()
+            correct5 += hit.any(1).sum().item()
+    finally:
+        model.train(was_training)
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "n": n}

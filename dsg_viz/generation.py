@@ -1,0 +1,390 @@
+"""Sample generation by direct image optimization: configs, presets, the loop and saved sample sets.
+
+``GenerationConfig`` is a frozen dataclass; :data:`PRESETS` holds the named variants side by side, so the diff
+between ``zeroq`` and ``dsg`` *is* the method (SDA + LSE + SCI). :func:`generate` runs Adam on the pixels of each
+batch and returns a :class:`SampleSet` (images, labels, per-term loss history, margins, config).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .bn import bn_targets, capture_bn
+from .errors import ConfigError, DataError
+from .margins import compute_margins, load_margins
+from .objectives import (BNAlignment, CorrelationInhibition, CrossEntropy, ImageL2, InputStats,
+                         LayerwiseEnhancement, Margins, Objective, SlackBNAlignment, StepContext, TotalVariation)
+
+INITS = ("gaussian", "uniform", "zeroq_uniform")
+SCI_MODES = ("off", "intended", "offdiag", "faithful")
+
+
+@dataclass(frozen=True)
+class MarginConfig:
+    """How SDA margins are obtained (dsg-method.md §B.1, §G item 1). ``file`` overrides the computation."""
+
+    quantile: float = 0.9
+    source: str = "per_sample"  # "per_sample" | "batch"
+    axis: str = "layer"  # "layer" | "channel"
+    scale: float = 1.0
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Settings of one generation run. Defaults are the shared base of the ``zeroq``/``dsg`` presets.
+
+    Loss weights: ``bn`` (ZeroQ per-sample alignment, margin 0), ``sda`` (slack alignment), ``lse_weight`` (the
+    diagonal weight of X_LSE; 1 = off), ``sci`` mode with weight ``sci_weight`` (``None`` = 1/L), ``input``,
+    ``ce``, ``tv`` and ``l2`` priors.
+    """
+
+    method: str = "custom"
+    num_samples: int = 256
+    batch_size: int = 64
+    steps: int = 500
+    lr: float = 0.5
+    plateau_patience: int | None = 100  # ReduceLROnPlateau on the total loss; None = constant lr
+    min_lr: float = 1e-4
+    init: str = "gaussian"
+    bn_weight: float = 1.0
+    sda: bool = False
+    margins: MarginConfig = field(default_factory=MarginConfig)
+    lse_weight: float = 1.0
+    lse_limit: int | None = None
+    sci: str = "off"
+    sci_weight: float | None = None
+    sci_on: str = "pixels"
+    input_weight: float = 1.0
+    ce_weight: float = 1.0
+    tv_weight: float = 0.01
+    l2_weight: float = 0.01
+    autocast_bf16: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on inconsistent values."""
+        if self.num_samples < 1 or self.batch_size < 1:
+            raise ConfigError(f"num_samples and batch_size must be >= 1 (got {self.num_samples}, {self.batch_size})")
+        if self.steps < 0:
+            raise ConfigError(f"steps must be >= 0 (got {self.steps})")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown init {self.init!r}; use one of {INITS}")
+        if self.sci not in SCI_MODES:
+            raise ConfigError(f"unknown SCI mode {self.sci!r}; use one of {SCI_MODES}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive (got {self.lr})")
+        if self.lse_weight < 1:
+            raise ConfigError(f"lse_weight must be >= 1 (1 = off), got {self.lse_weight}")
+
+
+_BASE = GenerationConfig()
+PRESETS: dict[str, GenerationConfig] = {
+    # noise: N(0, 1) in the model's input space, no optimization
+    "gaussian": replace(_BASE, method="gaussian", steps=0),
+    # ZeroQ's per-sample BN alignment inside the shared base (N(0,1) init, Adam 0.5, CE + priors)
+    "zeroq": replace(_BASE, method="zeroq"),
+    # the paper: SDA + LSE (diagonal weight 2) + SCI (differentiable), same base
+    "dsg": replace(_BASE, method="dsg", bn_weight=0.0, sda=True, lse_weight=2.0, sci="intended"),
+    # single-component ablations on the zeroq base
+    "zeroq+sda": replace(_BASE, method="zeroq+sda", bn_weight=0.0, sda=True),
+    "zeroq+lse": replace(_BASE, method="zeroq+lse", lse_weight=2.0),
+    "zeroq+sci": replace(_BASE, method="zeroq+sci", sci="intended"),
+    # the released code (dsg-method.md §C.1): lr 0.9, patience 260, U[0,1) init, LSE ×2 before squaring (= 4)
+    # on samples/layers < 20, SCI with no gradient, CE counted twice
+    "dsg-official": replace(_BASE, method="dsg-official", lr=0.9, plateau_patience=260, init="uniform",
+                            bn_weight=0.0, sda=True, lse_weight=4.0, lse_limit=20, sci="faithful", ce_weight=2.0,
+                            batch_size=40),
+    # ZeroQ's own code: BN + input statistics only, tiny-variance uniform init, Adam 0.5, patience 100
+    "zeroq-original": replace(_BASE, method="zeroq-original", init="zeroq_uniform", ce_weight=0.0, tv_weight=0.0,
+                              l2_weight=0.0),
+}
+METHODS = tuple(PRESETS) + ("real",)
+
+
+def preset(name: str, **overrides) -> GenerationConfig:
+    """Return the preset ``name`` with ``overrides`` applied (``dataclasses.replace``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown generation method {name!r}; choose one of: {', '.join(METHODS)}")
+    margins = overrides.pop("margins", None)
+    cfg = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    if margins is not None:
+        cfg = replace(cfg, margins=margins)
+    return cfg
+
+
+def build_objective(cfg: GenerationConfig, num_layers: int, margins: Margins | None) -> Objective:
+    """Return the :class:`Objective` a config describes. ``margins`` are needed when ``cfg.sda``."""
+    terms = []
+    if cfg.bn_weight:
+        terms.append((cfg.bn_weight, BNAlignment()))
+    if cfg.sda:
+        if margins is None:
+            raise ConfigError("SDA needs margins")
+        terms.append((1.0, SlackBNAlignment(margins)))
+    if cfg.lse_weight != 1.0:
+        terms.append((1.0, LayerwiseEnhancement(margins if cfg.sda else None, cfg.lse_weight, cfg.lse_limit)))
+    if cfg.sci != "off":
+        w = cfg.sci_weight if cfg.sci_weight is not None else 1.0 / num_layers
+        terms.append((w, CorrelationInhibition(cfg.sci, cfg.sci_on)))
+    terms += [(cfg.input_weight, InputStats()), (cfg.ce_weight, CrossEntropy()), (cfg.tv_weight, TotalVariation()),
+              (cfg.l2_weight, ImageL2())]
+    return Objective([(w, t) for w, t in terms if w != 0])
+
+
+@dataclass
+class SampleSet:
+    """A generated (or real) sample set.
+
+    Attributes:
+        images: float32 [N, 3, H, W] in the model's input space.
+        labels: int64 [N] (the sampled target labels; true labels for ``real``).
+        method: preset name (``"gaussian"``, ``"zeroq"``, ``"dsg"``, ``"real"``...).
+        config: ``asdict`` of the :class:`GenerationConfig` (empty for ``real``).
+        margins: ``Margins.to_dict()`` or ``None``.
+        history: ``{term: [[value per step] per batch]}``, including ``"total"``.
+        seed, model, checkpoint_sha256, version, interrupted, seconds: provenance.
+        snapshots: optional list of ``(batch, step, images)`` captured during optimization.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    method: str
+    config: dict = field(default_factory=dict)
+    margins: dict | None = None
+    history: dict = field(default_factory=dict)
+    seed: int = 0
+    model: str = ""
+    checkpoint_sha256: str | None = None
+    version: str = ""
+    interrupted: bool = False
+    seconds: float = 0.0
+    snapshots: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["format"] = "dsg_viz.samples/1"
+        return d
+
+    def save(self, path: str | os.PathLike, grid: bool = True, mean=None, std=None) -> Path:
+        """Write the set to ``path`` (``torch.save``, atomically) and, if ``grid``, a PNG grid beside it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        try:
+            torch.save(self.to_dict(), tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if grid and mean is not None:
+            save_grid(self.images, path.with_suffix(".png"), mean, std)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SampleSet":
+        """Read a set written by :meth:`save`; a missing, corrupt or foreign file gives a clear :class:`DataError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"sample file {str(path)!r} does not exist; create it with 'dsg-viz generate'")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"sample file {str(path)!r} is not a readable PyTorch file ({type(e).__name__}); "
+                            "regenerate it with 'dsg-viz generate'") from None
+        if not isinstance(d, dict) or "images" not in d or "labels" not in d:
+            raise DataError(f"sample file {str(path)!r} is not a dsg_viz sample set (needs keys 'images' and "
+                            "'labels'); regenerate it with 'dsg-viz generate'")
+        imgs, labels = d["images"], d["labels"]
+        if not (isinstance(imgs, torch.Tensor) and imgs.ndim == 4 and imgs.shape[1] == 3 and imgs.is_floating_point()):
+            raise DataError(f"sample file {str(path)!r}: 'images' must be a float tensor [N, 3, H, W], got "
+                            f"{getattr(imgs, 'shape', type(imgs))}")
+        if not isinstance(labels, torch.Tensor) or labels.shape != (imgs.shape[0],):
+            raise DataError(f"sample file {str(path)!r}: 'labels' must be a tensor of {imgs.shape[0]} labels")
+        if not torch.isfinite(imgs).all():
+            raise DataError(f"sample file {str(path)!r} holds non-finite pixels; regenerate it")
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known.setdefault("method", "unknown")
+        return cls(**known)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, mean, std, nrow: int = 16, max_images: int = 128):
+    """Write the first ``max_images`` images (model space) de-normalized as a PNG grid."""
+    from torchvision.utils import save_image
+
+    from .data import denormalize
+
+    x = denormalize(images[:max_images].detach().float().cpu(), mean, std)
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.png")
+    save_image(x, tmp, nrow=nrow, padding=1)
+    os.replace(tmp, path)
+
+
+def _init_images(cfg: GenerationConfig, shape, g: torch.Generator) -> torch.Tensor:
+    if cfg.init == "gaussian":
+        return torch.randn(shape, generator=g)
+    if cfg.init == "uniform":
+        return torch.rand(shape, generator=g)
+    return (torch.randint(0, 256, shape, generator=g).float() - 127.5) / 5418.75
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+class GenerationError(RuntimeError):
+    """Raised when the loss becomes NaN/Inf; names the step and the term."""
+
+
+def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Margins | None = None,
+             progress: bool = True, snapshot_every: int | None = None, checkpoint_sha256: str | None = None,
+             callback=None) -> SampleSet:
+    """Generate ``cfg.num_samples`` images for ``model`` by optimizing pixels, batch by batch.
+
+    Args:
+        model: a BN network built by :func:`dsg_viz.create_model` (its ``spec`` gives the input shape). It is
+            not modified: weights get no gradients and its train/eval flag is restored.
+        cfg: the generation config (see :data:`PRESETS`).
+        seed: batch ``b`` uses ``seed * 1_000_003 + b``; same seed → bitwise-identical images on CPU.
+        margins: SDA margins; computed from the model (``cfg.margins``) when ``None`` and ``cfg.sda``.
+        snapshot_every: keep a copy of the first 16 images of each batch every this many steps.
+        callback: ``callback(batch, step, values)`` called after each step (e.g. a live plot).
+
+    Returns a :class:`SampleSet`. A ``KeyboardInterrupt`` returns the batches finished so far plus the current
+    batch as it stands (``interrupted=True``). A NaN/Inf loss raises :class:`GenerationError`.
+    """
+    from . import __version__
+
+    cfg.validate()
+    spec = model.spec
+    device = next(model.parameters()).device
+    targets = bn_targets(model)
+    L = len(targets)
+    if margins is None and cfg.sda:
+        if cfg.margins.file:
+            margins = load_margins(cfg.margins.file, model, cfg.margins.scale)
+        else:
+            mc = cfg.margins
+            margins = compute_margins(model, cfg.batch_size, mc.quantile, mc.source, mc.axis, mc.scale, seed=seed)
+    objective = build_objective(cfg, L, margins)
+    names = objective.names + ["total"]
+    history: dict[str, list[list[float]]] = {n: [] for n in names}
+    images, labels, snapshots = [], [], []
+    pending = None
+    interrupted = False
+    t0 = time.perf_counter()
+    nb = math.ceil(cfg.num_samples / cfg.batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=nb * max(cfg.steps, 1), desc=f"generate {cfg.method}", leave=False)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.autocast_bf16 and device.type == "cpu" else (
+        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.autocast_bf16 else contextlib.nullcontext())
+    try:
+        with _eval_mode(model):
+            for b in range(nb):
+                n = min(cfg.batch_size, cfg.num_samples - b * cfg.batch_size)
+                g = torch.Generator().manual_seed(seed * 1_000_003 + b)
+                x = _init_images(cfg, (n, *spec.input_size), g).to(device)
+                y = torch.randint(0, spec.num_classes, (n,), generator=g).to(device)
+                for n_ in names:
+                    history[n_].append([])
+                if cfg.steps == 0:
+                    images.append(x.detach().cpu())
+                    labels.append(y.cpu())
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                x.requires_grad_(True)
+                opt = torch.optim.Adam([x], lr=cfg.lr)
+                sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=cfg.plateau_patience,
+                                                                    min_lr=cfg.min_lr)
+                         if cfg.plateau_patience is not None else None)
+                try:
+                    with capture_bn(model, keep="stats") as cap:
+                        for step in range(cfg.steps):
+                            with amp:
+                                logits = model(x)
+                            ctx = StepContext(x, logits.float(), y, cap.stats, targets, noise=g)
+                            loss, values = objective(ctx)
+                            lv = loss.item()
+                            if not math.isfinite(lv):
+                                bad = [k for k, v in values.items() if not torch.isfinite(v).all()]
+                                raise GenerationError(
+                                    f"loss became {lv} at batch {b}, step {step} (term(s): {', '.join(bad) or 'total'}"
+                                    "); lower the learning rate or the offending term's weight")
+                            (grad,) = torch.autograd.grad(loss, x)
+                            x.grad = grad
+                            opt.step()
+                            if sched is not None:
+                                sched.step(lv)
+                            for k, v in values.items():
+                                history[k][-1].append(v.item())
+                            history["total"][-1].append(lv)
+                            if snapshot_every and (step % snapshot_every == 0 or step == cfg.steps - 1):
+                                snapshots.append((b, step, x.detach()[:16].cpu().clone()))
+                            if callback is not None:
+                                callback(b, step, values)
+                            if bar is not None:
+                                bar.update(1)
+                finally:
+                    pending = (x.detach().cpu(), y.cpu())
+                images.append(pending[0])
+                labels.append(pending[1])
+                pending = None
+    except KeyboardInterrupt:
+        interrupted = True
+        if pending is not None:  # the batch being optimized, as it stands
+            images.append(pending[0])
+            labels.append(pending[1])
+    finally:
+        if bar is not None:
+            bar.close()
+    if not images:
+        raise KeyboardInterrupt("generation interrupted before any batch existed")
+    return SampleSet(
+        images=torch.cat(images).float(), labels=torch.cat(labels), method=cfg.method, config=asdict(cfg),
+        margins=margins.to_dict() if margins is not None else None, history=history, seed=seed, model=spec.name,
+        checkpoint_sha256=checkpoint_sha256, version=__version__, interrupted=interrupted,
+        seconds=time.perf_counter() - t0, snapshots=snapshots)
+
+
+def real_samples(model_name: str, n: int, seed: int = 0, data_root: str | None = None) -> SampleSet:
+    """Return ``n`` real train images (never test, never the validation subset) as a :class:`SampleSet`."""
+    from . import __version__
+    from .data import normalize, sample_calibration
+    from .models import get_spec
+
+    spec = get_spec(model_name)
+    if spec.dataset != "cifar10":
+        raise ConfigError(f"real samples exist only for CIFAR-10 models; {model_name} is a {spec.dataset} model")
+    split = sample_calibration(n, seed, data_root)
+    return SampleSet(images=normalize(split.images, spec.mean, spec.std), labels=split.labels, method="real",
+                     seed=seed, model=model_name, version=__version__)
+
+
+def make_samples(model: nn.Module, method: str, num_samples: int, seed: int = 0, data_root: str | None = None,
+                 progress: bool = True, checkpoint_sha256: str | None = None, **overrides) -> SampleSet:
+    """Return a sample set of ``method`` (any preset or ``"real"``): the one entry point CLI, compare and widgets
+    share. ``overrides`` are :class:`GenerationConfig` fields."""
+    if method == "real":
+        return real_samples(model.spec.name, num_samples, seed, data_root)
+    cfg = preset(method, num_samples=num_samples, **overrides)
+    return generate(model, cfg, seed=seed, progress=progress, checkpoint_sha256=checkpoint_sha256)

@@ -1,0 +1,77 @@
+"""One checkpoint loader for the published ``.th`` format, the project's ``.pt`` format and plain state dicts."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import CheckpointError
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Return the state dict stored in ``path`` on the CPU, with any ``module.`` prefix removed.
+
+    Accepts ``{"state_dict": ...}`` (akamaster ``.th``, project ``.pt``), ``{"model": ...}`` and bare state dicts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass an existing file to --checkpoint "
+                              "(run 'dsg-viz fetch' to download the published ones)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({type(e).__name__}: {e}); "
+                              "is it a PyTorch file?") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds no state dict of tensors")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load ``path`` into ``model`` in place and return it.
+
+    Missing ``num_batches_tracked`` buffers are tolerated (the published ``.th`` files lack them); any other
+    missing/unexpected key or shape mismatch raises :class:`CheckpointError` naming the keys.
+    """
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shape = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in sd and sd[k].shape != v.shape]
+    name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:4]}{'...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+        if shape:
+            parts.append(f"shape mismatch {shape[:3]}")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit model {name!r} ({'; '.join(parts)}); "
+            "pick the --model that matches the checkpoint's architecture")
+    for k, v in own.items():
+        if k not in sd:
+            sd[k] = v
+    model.load_state_dict({k: sd[k] for k in own})
+    return model
