@@ -1,0 +1,348 @@
+"""The main job: ``dsg-viz compare`` — sample sources × bit widths × seeds, quantized, calibrated and evaluated.
+
+For each source (``gaussian``, ``zeroq``, ``dsg``, ``real``, any preset) and seed a sample set is generated (or
+loaded from ``DIR/samples/``); for each bit width the model is quantized (a copy), calibrated on that set with
+the chosen activation-range method and evaluated on the full test split. Every finished cell is written to
+``DIR/results.json`` at once, so an interrupted run restarted with the same arguments reuses finished cells.
+Outputs: ``DIR/results.json``, ``DIR/results.md`` (rows = source, columns = bit widths, mean ± std over seeds,
+plus FP) and ``DIR/accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+DEMO_SOURCES = ("gaussian", "zeroq", "dsg", "real")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Settings of one comparison. ``steps``/``batch_size`` ``None`` keep each preset's (paper) defaults."""
+
+    model: str = "resnet20_cifar10"
+    checkpoint: str | None = None
+    sources: tuple[str, ...] = DEMO_SOURCES
+    bits: tuple[str, ...] = ("W4A4", "W6A6", "W8A8")
+    seeds: int = 3
+    num_samples: int = 256
+    steps: int | None = None
+    batch_size: int | None = None
+    calibration: str = "ema"
+    weight_range: str = "minmax"
+    convention: str = "zeroq"
+    methods: tuple[str, ...] = ("calib",)
+    margin_scale: float | None = None
+    bf16: bool = False
+    data_root: str | None = None
+    eval_limit: int | None = None  # evaluate on a fixed subset of the test split (smoke runs only)
+
+    def validate(self) -> None:
+        from .generation import METHODS
+        from .quant import parse_bits
+
+        for s in self.sources:
+            if s not in METHODS:
+                raise ConfigError(f"unknown source {s!r}; choose from {', '.join(METHODS)}")
+        for b in self.bits:
+            parse_bits(b)
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1 (got {self.seeds})")
+        known = ("calib", "adaround", "brecq")
+        for m in self.methods:
+            if m not in known:
+                raise ConfigError(f"unknown quantization method {m!r}; choose from {', '.join(known)}")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _sample_path(out: Path, cfg: CompareConfig, source: str, seed: int) -> Path:
+    tag = f"{source}-n{cfg.num_samples}-seed{seed}"
+    if source != "real":
+        tag += f"-steps{cfg.steps if cfg.steps is not None else 'def'}-bs{cfg.batch_size or 'def'}"
+        if cfg.margin_scale is not None and source not in ("gaussian", "zeroq"):
+            tag += f"-ms{cfg.margin_scale:g}"
+        if cfg.bf16:
+            tag += "-bf16"
+    return out / "samples" / f"{tag}.pt"
+
+
+def get_samples(model, cfg: CompareConfig, source: str, seed: int, out: Path, sha: str | None = None,
+                progress: bool = True):
+    """Return the sample set of ``source``/``seed``, loading it from ``out/samples`` when already generated."""
+    from dataclasses import replace
+
+    from .generation import SampleSet, make_samples, preset
+
+    path = _sample_path(out, cfg, source, seed)
+    if path.is_file():
+        try:
+            s = SampleSet.load(path)
+            if not s.interrupted and len(s) == cfg.num_samples:
+                return s
+        except Exception:  # noqa: BLE001 - a bad cache entry is regenerated
+            pass
+    overrides = {}
+    if source != "real":
+        overrides = {"steps": cfg.steps, "batch_size": cfg.batch_size}
+        if cfg.bf16:
+            overrides["autocast_bf16"] = True
+        if cfg.margin_scale is not None and preset(source).sda:
+            overrides["margins"] = replace(preset(source).margins, scale=cfg.margin_scale)
+    s = make_samples(model, source, cfg.num_samples, seed=seed, data_root=cfg.data_root, progress=progress,
+                     checkpoint_sha256=sha, **overrides)
+    if not s.interrupted:
+        s.save(path, grid=True, mean=model.spec.mean, std=model.spec.std)
+    return s
+
+
+def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: CompareConfig, test_split,
+                            method: str = "calib", seed: int = 0) -> dict:
+    """Quantize a copy of ``model`` at ``bits``, calibrate on ``images``, evaluate; return the result cell."""
+    from .evaluate import evaluate
+    from .quant import QuantConfig, calibrate, parse_bits, quantize
+
+    w, a = parse_bits(bits)
+    qcfg = QuantConfig(w_bits=w, a_bits=a, act_method=cfg.calibration, weight_range=cfg.weight_range,
+                       convention=cfg.convention)
+    t0 = time.perf_counter()
+    qm = quantize(model, qcfg)
+    calibrate(qm, images)
+    if method in ("adaround", "brecq"):
+        from .quant.reconstruct import ReconstructionConfig, reconstruct
+
+        reconstruct(qm, model, images, ReconstructionConfig(kind=method, seed=seed))
+    t1 = time.perf_counter()
+    r = evaluate(qm, test_split)
+    return {"top1": r["top1"], "top5": r["top5"], "n": r["n"], "quant_seconds": round(t1 - t0, 2),
+            "eval_seconds": round(time.perf_counter() - t1, 2), "convention": qcfg.describe()}
+
+
+def _cell_key(source: str, bits: str, seed: int, method: str) -> str:
+    return f"{method}|{source}|{bits}|seed{seed}"
+
+
+def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = True, log=print) -> dict:
+    """Run (or resume) a comparison into ``out`` and return the results dict (also written to disk)."""
+    from .data import load_split, resolve_checkpoint
+    from .evaluate import evaluate
+    from .models import create_model, get_spec, sha256_file
+
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = get_spec(cfg.model)
+    ckpt = resolve_checkpoint(cfg.checkpoint, spec.default_checkpoint, cfg.data_root, spec.dataset)
+    model = create_model(cfg.model, ckpt)
+    sha = sha256_file(ckpt) if ckpt else None
+    test = load_split("test", cfg.data_root)
+    if cfg.eval_limit:
+        test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:cfg.eval_limit])
+    rpath = out / "results.json"
+    results: dict = {}
+    if rpath.is_file():
+        try:
+            results = json.loads(rpath.read_text())
+        except json.JSONDecodeError:
+            results = {}
+    if results.get("config", {}).get("checkpoint_sha256") not in (None, sha) or \
+            results.get("config", {}).get("calibration", cfg.calibration) != cfg.calibration or \
+            results.get("config", {}).get("convention", cfg.convention) != cfg.convention or \
+            results.get("config", {}).get("num_samples", cfg.num_samples) != cfg.num_samples or \
+            results.get("config", {}).get("eval_limit", cfg.eval_limit) != cfg.eval_limit:
+        raise ConfigError(f"{rpath} holds results of a different configuration; use another --out directory")
+    cells: dict = results.get("cells", {})
+    if "fp" not in results:
+        results["fp"] = evaluate(model, test)
+    results["config"] = asdict(cfg) | {"checkpoint": ckpt, "checkpoint_sha256": sha}
+
+    def save():
+        _atomic_write(rpath, json.dumps(results | {"cells": cells}, indent=1))
+
+    save()
+    log(f"FP top-1 {results['fp']['top1']:.2f} ({spec.name}, {results['fp']['n']} test images)")
+    todo = [(src, seed) for src in cfg.sources for seed in range(cfg.seeds)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo) * len(cfg.bits) * len(cfg.methods), desc="compare", leave=True)
+    try:
+        for src, seed in todo:
+            needed = [(b, m) for b in cfg.bits for m in cfg.methods if _cell_key(src, b, seed, m) not in cells]
+            if bar is not None:
+                bar.update(len(cfg.bits) * len(cfg.methods) - len(needed))
+            if not needed:
+                continue
+            samples = get_samples(model, cfg, src, seed, out, sha, progress)
+            for bits, method in needed:
+                cell = quantize_calibrate_eval(model, samples.images, bits, cfg, test, method, seed)
+                cell["gen_seconds"] = round(samples.seconds, 2)
+                cells[_cell_key(src, bits, seed, method)] = cell
+                save()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{src} {bits} {method}: {cell['top1']:.2f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        save()
+    results["cells"] = cells
+    results["table"] = aggregate(results, cfg)
+    save()
+    _atomic_write(out / "results.md", results_markdown(results, cfg))
+    fig = plot_accuracy(results, cfg)
+    tmp = out / f"accuracy.tmp{os.getpid()}.png"
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, out / "accuracy.png")
+    return results
+
+
+def aggregate(results: dict, cfg: CompareConfig) -> dict:
+    """Return ``{method: {source: {bits: {"mean", "std", "n", "values"}}}}`` over seeds."""
+    table: dict = {}
+    for key, cell in results["cells"].items():
+        method, src, bits, _ = key.split("|")
+        table.setdefault(method, {}).setdefault(src, {}).setdefault(bits, []).append(cell["top1"])
+    return {m: {s: {b: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                        "n": len(v), "values": v} for b, v in bb.items()} for s, bb in ss.items()}
+            for m, ss in table.items()}
+
+
+def results_markdown(results: dict, cfg: CompareConfig) -> str:
+    """Return the results table as Markdown: rows = source, columns = bit widths (mean ± std over seeds)."""
+    table = results["table"]
+    conv = next(iter(results["cells"].values()), {}).get("convention", cfg.convention)
+    lines = [f"# {cfg.model}: top-1 (%) on {results['fp']['n']} test images, FP {results['fp']['top1']:.2f}", "",
+             f"{cfg.num_samples} samples per source, {cfg.seeds} seed(s), activation calibration `{cfg.calibration}`, "
+             f"weight range `{cfg.weight_range}`; convention: {conv}.", ""]
+    for method in cfg.methods:
+        if method not in table:
+            continue
+        lines += [f"## {method}", "", "| source | " + " | ".join(cfg.bits) + " |",
+                  "|---|" + "---|" * len(cfg.bits)]
+        for src in cfg.sources:
+            row = table[method].get(src, {})
+            cells = []
+            for b in cfg.bits:
+                c = row.get(b)
+                cells.append("–" if c is None else (f"{c['mean']:.2f} ± {c['std']:.2f}" if c["n"] > 1
+                                                      else f"{c['mean']:.2f}"))
+            lines.append(f"| {src} | " + " | ".join(cells) + " |")
+        lines.append(f"| FP | " + " | ".join(f"{results['fp']['top1']:.2f}" for _ in cfg.bits) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_accuracy(results: dict, cfg: CompareConfig, ax=None):
+    """Return a Figure: grouped bars of mean top-1 (± std) per bit width and source, FP as a dashed line."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(cfg.bits), 3.6))
+    else:
+        fig = ax.figure
+    method = cfg.methods[0]
+    table = results["table"].get(method, {})
+    srcs = [s for s in cfg.sources if s in table]
+    w = 0.8 / max(len(srcs), 1)
+    xs = np.arange(len(cfg.bits))
+    colors = sns.color_palette("deep", len(srcs))
+    for i, s in enumerate(srcs):
+        m = [table[s].get(b, {}).get("mean", np.nan) for b in cfg.bits]
+        e = [table[s].get(b, {}).get("std", 0.0) for b in cfg.bits]
+        ax.bar(xs + (i - (len(srcs) - 1) / 2) * w, m, w, yerr=e, label=s, color=colors[i], capsize=3)
+    ax.axhline(results["fp"]["top1"], ls="--", c="k", lw=1, label=f"FP {results['fp']['top1']:.2f}")
+    ax.set_xticks(xs, cfg.bits)
+    ax.set_ylabel("top-1 (%)")
+    lo = min([table[s][b]["mean"] for s in srcs for b in cfg.bits if b in table[s]] + [results["fp"]["top1"]])
+    ax.set_ylim(max(0, lo - 10), 100)
+    ax.set_title(f"{cfg.model} ({method}, {cfg.calibration} calibration)")
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _parse_list(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+# settings of `dsg-viz demo`: the embedded default, sized to finish within ~5 minutes on 2 cores
+DEMO = dict(model="resnet20_cifar10", checkpoint_file="resnet20_cifar10_jpeg.pt", sources=DEMO_SOURCES,
+            bits=("W4A4", "W6A6"), seeds=1, num_samples=256, steps=200, batch_size=128)
+
+
+def _cmd_compare(args, demo: bool = False) -> None:
+    from .data import resolve_data_root
+
+    if demo:
+        ckpt = args.checkpoint or str(resolve_data_root(args.data_root) / "models" / "cifar10" /
+                                      DEMO["checkpoint_file"])
+        cfg = CompareConfig(model=DEMO["model"], checkpoint=ckpt, sources=DEMO["sources"], bits=DEMO["bits"],
+                            seeds=DEMO["seeds"], num_samples=DEMO["num_samples"], steps=DEMO["steps"],
+                            batch_size=DEMO["batch_size"], data_root=args.data_root, bf16=args.bf16)
+    else:
+        cfg = CompareConfig(model=args.model, checkpoint=args.checkpoint, sources=_parse_list(args.sources),
+                            bits=_parse_list(args.bits), seeds=args.seeds, num_samples=args.num_samples,
+                            steps=args.steps, batch_size=args.batch_size, calibration=args.calibration,
+                            weight_range=args.weight_range, convention=args.convention,
+                            methods=_parse_list(args.method), margin_scale=args.margin_scale, bf16=args.bf16,
+                            data_root=args.data_root, eval_limit=args.eval_limit)
+    t0 = time.perf_counter()
+    res = run_compare(cfg, args.out, progress=not args.json, log=(lambda *a: None) if args.json else print)
+    wall = time.perf_counter() - t0
+    md = results_markdown(res, cfg)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "fp": res["fp"]["top1"], "table": res["table"],
+                          "seconds": round(wall, 1)}))
+    else:
+        print(md)
+        print(f"wrote {args.out}/results.json, results.md, accuracy.png in {wall:.0f} s")
+
+
+def register_cli(sub) -> None:
+    """Add ``compare`` and ``demo`` to the ``dsg-viz`` subparsers."""
+    from .cli import _add_common
+
+    q = sub.add_parser("compare", help="noise vs ZeroQ vs DSG vs real data, quantized and evaluated")
+    _add_common(q)
+    q.add_argument("--sources", default=",".join(DEMO_SOURCES), help="comma-separated sources (presets or real)")
+    q.add_argument("--bits", default="W4A4,W6A6,W8A8", help="comma-separated bit widths, e.g. W4A4,W6A6")
+    q.add_argument("--seeds", type=int, default=3)
+    q.add_argument("--num-samples", type=int, default=256)
+    q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's, 500)")
+    q.add_argument("--batch-size", type=int, default=None)
+    q.add_argument("--calibration", default="ema", choices=["ema", "minmax", "percentile", "mse"])
+    q.add_argument("--weight-range", default="minmax", choices=["minmax", "mse"])
+    q.add_argument("--convention", default="zeroq", choices=["zeroq", "brecq"],
+                   help="zeroq: every layer at the same bits; brecq: first/last layer at 8 bits")
+    q.add_argument("--method", default="calib", help="comma-separated: calib, adaround, brecq")
+    q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
+    q.add_argument("--bf16", action="store_true", help="bf16 autocast in generation")
+    q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=_cmd_compare)
+
+    q = sub.add_parser("demo", help="compare with the embedded default (JPEG ResNet-20, W4A4/W6A6, ~5 min)")
+    q.add_argument("--checkpoint", default=None)
+    q.add_argument("--data-root", default=None)
+    q.add_argument("--threads", type=int, default=None)
+    q.add_argument("--bf16", action="store_true")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--out", default="runs/demo")
+    q.set_defaults(func=lambda a: _cmd_compare(a, demo=True))
