@@ -12,7 +12,9 @@ from .errors import DsgVizError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .generation import PRESETS, GenerationConfig, SampleSet, generate, make_samples, preset  # noqa: E402
 from .models import create_model, get_spec, list_models  # noqa: E402
+from .quant import QuantConfig, calibrate, quantize  # noqa: E402
 
 __all__ = ["__version__", "bn_layers", "bn_targets", "capture_bn", "per_sample_stats", "load_split",
            "resolve_data_root", "DsgVizError", "evaluate", "PRESETS", "GenerationConfig", "SampleSet", "generate",
-           "make_samples", "preset", "create_model", "get_spec", "list_models"]
+           "make_samples", "preset", "create_model", "get_spec", "list_models", "QuantConfig", "calibrate",
+           "quantize"]

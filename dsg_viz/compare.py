@@ -14,7 +14,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -115,7 +115,7 @@ def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: Compare
     from .quant import QuantConfig, calibrate, parse_bits, quantize
 
     w, a = parse_bits(bits)
-    qcfg = QuantConfig(w_bits=w, a_bits=a, act_method=cfg.calibration, weight_range=cfg.weight_range,
+    qcfg = QuantConfig(w_bits=w, a_bits=a, act_method=cfg.calibration, w_method=cfg.weight_range,
                        convention=cfg.convention)
     t0 = time.perf_counter()
     qm = quantize(model, qcfg)
