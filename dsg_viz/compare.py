@@ -43,7 +43,8 @@ class CompareConfig:
     margin_scale: float | None = None
     bf16: bool = False
     data_root: str | None = None
-    eval_limit: int | None = None  # evaluate on a fixed subset of the test split (smoke runs only)
+    eval_limit: int | None = None  # evaluate on a fixed subset of the evaluation split (smoke runs only)
+    eval_split: str = "test"  # "test" for reported numbers; "val" (last 500 train images per class) for tuning
 
     def validate(self) -> None:
         from .generation import METHODS
@@ -54,6 +55,8 @@ class CompareConfig:
                 raise ConfigError(f"unknown source {s!r}; choose from {', '.join(METHODS)}")
         for b in self.bits:
             parse_bits(b)
+        if self.eval_split not in ("test", "val"):
+            raise ConfigError(f"unknown evaluation split {self.eval_split!r}; use 'test' (report) or 'val' (tuning)")
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1 (got {self.seeds})")
         known = ("calib", "adaround", "brecq")
@@ -130,6 +133,11 @@ def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: Compare
             "eval_seconds": round(time.perf_counter() - t1, 2), "convention": qcfg.describe()}
 
 
+# settings that change a result cell: a resumed run must match them (sources, bits, seeds, methods may grow)
+_RESULT_KEYS = ("model", "num_samples", "steps", "batch_size", "calibration", "weight_range", "convention",
+                "margin_scale", "bf16", "eval_limit", "eval_split")
+
+
 def _cell_key(source: str, bits: str, seed: int, method: str) -> str:
     return f"{method}|{source}|{bits}|seed{seed}"
 
@@ -147,7 +155,12 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
     ckpt = resolve_checkpoint(cfg.checkpoint, spec.default_checkpoint, cfg.data_root, spec.dataset)
     model = create_model(cfg.model, ckpt)
     sha = sha256_file(ckpt) if ckpt else None
-    test = load_split("test", cfg.data_root)
+    if cfg.eval_split == "val":
+        from .data import train_val_split
+
+        test = train_val_split(cfg.data_root)[1]
+    else:
+        test = load_split("test", cfg.data_root)
     if cfg.eval_limit:
         test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:cfg.eval_limit])
     rpath = out / "results.json"
@@ -157,12 +170,13 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
             results = json.loads(rpath.read_text())
         except json.JSONDecodeError:
             results = {}
-    if results.get("config", {}).get("checkpoint_sha256") not in (None, sha) or \
-            results.get("config", {}).get("calibration", cfg.calibration) != cfg.calibration or \
-            results.get("config", {}).get("convention", cfg.convention) != cfg.convention or \
-            results.get("config", {}).get("num_samples", cfg.num_samples) != cfg.num_samples or \
-            results.get("config", {}).get("eval_limit", cfg.eval_limit) != cfg.eval_limit:
-        raise ConfigError(f"{rpath} holds results of a different configuration; use another --out directory")
+    old_cfg = results.get("config", {})
+    mismatch = [k for k in _RESULT_KEYS if k in old_cfg and old_cfg[k] != getattr(cfg, k)]
+    if old_cfg.get("checkpoint_sha256") not in (None, sha):
+        mismatch.append("checkpoint")
+    if mismatch:
+        raise ConfigError(f"{rpath} holds results of a different configuration ({', '.join(mismatch)} differ); "
+                          "use another --out directory or the same settings to resume")
     cells: dict = results.get("cells", {})
     if "fp" not in results:
         results["fp"] = evaluate(model, test)
@@ -225,7 +239,7 @@ def results_markdown(results: dict, cfg: CompareConfig) -> str:
     """Return the results table as Markdown: rows = source, columns = bit widths (mean ± std over seeds)."""
     table = results["table"]
     conv = next(iter(results["cells"].values()), {}).get("convention", cfg.convention)
-    lines = [f"# {cfg.model}: top-1 (%) on {results['fp']['n']} test images, FP {results['fp']['top1']:.2f}", "",
+    lines = [f"# {cfg.model}: top-1 (%) on {results['fp']['n']} {cfg.eval_split} images, FP {results['fp']['top1']:.2f}", "",
              f"{cfg.num_samples} samples per source, {cfg.seeds} seed(s), activation calibration `{cfg.calibration}`, "
              f"weight range `{cfg.weight_range}`; convention: {conv}.", ""]
     for method in cfg.methods:
@@ -302,7 +316,7 @@ def _cmd_compare(args, demo: bool = False) -> None:
                             steps=args.steps, batch_size=args.batch_size, calibration=args.calibration,
                             weight_range=args.weight_range, convention=args.convention,
                             methods=_parse_list(args.method), margin_scale=args.margin_scale, bf16=args.bf16,
-                            data_root=args.data_root, eval_limit=args.eval_limit)
+                            data_root=args.data_root, eval_limit=args.eval_limit, eval_split=args.eval_split)
     t0 = time.perf_counter()
     res = run_compare(cfg, args.out, progress=not args.json, log=(lambda *a: None) if args.json else print)
     wall = time.perf_counter() - t0
@@ -335,6 +349,8 @@ def register_cli(sub) -> None:
     q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
     q.add_argument("--bf16", action="store_true", help="bf16 autocast in generation")
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
+    q.add_argument("--eval-split", default="test", choices=["test", "val"],
+                   help="test: report; val: 5,000 held-out train images, for tuning any setting")
     q.add_argument("--out", required=True)
     q.set_defaults(func=_cmd_compare)
 

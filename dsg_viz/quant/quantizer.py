@@ -71,6 +71,36 @@ class _FakeQuantSTE(torch.autograd.Function):
         return grad, None, None, None, None
 
 
+def fake_quantize_inference(x: torch.Tensor, x_min: torch.Tensor, x_max: torch.Tensor, bits: int,
+                            symmetric: bool = False, axis: int | None = None) -> torch.Tensor:
+    """Return the same values as :func:`fake_quantize` with one allocation and four in-place passes over ``x``
+    (``round(s·x)`` clamped to the integer codes of the range, divided by ``s``); for inference, no autograd.
+
+    ``x_min``/``x_max``: 0-d or [1] tensors (per tensor, ``axis=None``) or [C] tensors for channel ``axis``.
+    Values can differ from :func:`fake_quantize` only at exact rounding ties.
+    """
+    if axis is not None:
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        x_min, x_max = x_min.reshape(shape), x_max.reshape(shape)
+    x_min, x_max = x_min.to(x.dtype), x_max.to(x.dtype)
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        s = qmax / torch.maximum(x_min.abs(), x_max.abs()).clamp_min(RANGE_EPS)
+        lo, hi = torch.full_like(s, -qmax), torch.full_like(s, qmax)
+    else:
+        s = (2 ** bits - 1) / (x_max - x_min).clamp_min(RANGE_EPS)
+        lo = torch.round(s * x_min)
+        hi = lo + (2 ** bits - 1)
+    y = torch.mul(x, s)
+    y.round_()
+    if axis is None:
+        y.clamp_(float(lo), float(hi))
+    else:
+        y.clamp_(lo, hi)
+    return y.div_(s)
+
+
 def fake_quantize(x: torch.Tensor, x_min: torch.Tensor, x_max: torch.Tensor, bits: int,
                   symmetric: bool = False) -> torch.Tensor:
     """Return ``x`` fake-quantized to ``bits`` on the grid of ``[x_min, x_max]``, same shape and dtype as ``x``.
@@ -125,6 +155,15 @@ def weight_range(w: torch.Tensor, bits: int, granularity: str = "channel", symme
     return lo * ratios[best], hi * ratios[best]
 
 
+def _version_key(*tensors: torch.Tensor):
+    """Return a key that changes whenever any tensor is replaced or modified in place (``None``: not trackable,
+    e.g. inference-mode tensors, which carry no version counter)."""
+    try:
+        return tuple((t.data_ptr(), t._version, t.dtype, t.shape) for t in tensors)
+    except RuntimeError:
+        return None
+
+
 class WeightQuantizer(nn.Module):
     """Fake-quantizer of a weight tensor [C_out, ...]: per-channel (default) or per-tensor, asymmetric by default.
 
@@ -148,6 +187,7 @@ class WeightQuantizer(nn.Module):
         self.granularity, self.symmetric, self.method = granularity, bool(symmetric), method
         self.dynamic = False
         self.enabled = True
+        self._cache = None  # (key, quantized weight) reused by inference forwards
         self.register_buffer("x_min", torch.zeros(1))
         self.register_buffer("x_max", torch.zeros(1))
         if weight is not None:
@@ -159,6 +199,7 @@ class WeightQuantizer(nn.Module):
         lo, hi = weight_range(weight, self.bits, self.granularity, self.symmetric, self.method)
         self.x_min = lo.to(weight.device)
         self.x_max = hi.to(weight.device)
+        self._cache = None
 
     def _view(self, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return t.view(-1, *([1] * (w.dim() - 1))).to(w.dtype)
@@ -169,6 +210,12 @@ class WeightQuantizer(nn.Module):
             return w
         if self.dynamic:
             self.set_range(w.detach())
+        if not torch.is_grad_enabled() and not self.dynamic:
+            key = _version_key(w, self.x_min, self.x_max)
+            if key is None or self._cache is None or self._cache[0] != key:  # quantize once per weight/range version
+                self._cache = (key, fake_quantize_inference(w, self.x_min, self.x_max, self.bits, self.symmetric,
+                                                            None if self.x_min.numel() == 1 else 0).detach())
+            return self._cache[1]
         return fake_quantize(w, self._view(self.x_min, w), self._view(self.x_max, w), self.bits, self.symmetric)
 
     def extra_repr(self) -> str:
@@ -215,6 +262,8 @@ class ActQuantizer(nn.Module):
             raise NotCalibratedError(
                 f"activation quantizer {self.name or '(unnamed)'!r} has no range; run "
                 "dsg_viz.quant.calibrate(qm, images) before using mode 'full', or use qm.set_mode('weight')")
+        if not torch.is_grad_enabled() and x.dtype == torch.float32:
+            return fake_quantize_inference(x, self.x_min, self.x_max, self.bits)
         return fake_quantize(x, self.x_min.to(x.dtype), self.x_max.to(x.dtype), self.bits)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,140 @@
+"""Long measurements behind docs/results.md: SDA margin-scale tuning on the validation split, the main table
+(both layer conventions) and the ablation rows, all through ``dsg_viz.compare.run_compare``.
+
+    python benchmarks/results_table.py --stage tune      # margin scale chosen on val (never test)
+    python benchmarks/results_table.py --stage table     # gaussian/zeroq/dsg/real x W4A4..W8A8 x 3 seeds, 2 conventions
+    python benchmarks/results_table.py --stage ablation  # zeroq+sda, zeroq+lse, zeroq+sci, dsg-official
+    python benchmarks/results_table.py --stage all
+
+Every stage resumes (finished cells are reused) and copies its results.json / results.md into docs/results/.
+Sample sets stay under --out (never committed). Default: one torch thread, so another job can use the other core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from dsg_viz.compare import CompareConfig, run_compare
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "results"
+CKPT = "resnet20_cifar10_jpeg.pt"
+TUNE_SCALES = (1.0, 0.3, 0.1)
+BITS = ("W4A4", "W5A5", "W6A6", "W8A8")
+BATCH = 128  # generation batch of every table run (documented in docs/results.md)
+
+
+def _ckpt(data_root: str | None) -> str:
+    from dsg_viz.data import resolve_data_root
+
+    return str(resolve_data_root(data_root) / "models" / "cifar10" / CKPT)
+
+
+def _publish(out: Path, name: str) -> None:
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for f in ("results.json", "results.md"):
+        if (out / f).is_file():
+            shutil.copyfile(out / f, DOCS / f"{name}.{f.split('.')[1]}")
+
+
+def _run(cfg: CompareConfig, out: Path, name: str) -> dict:
+    t0 = time.perf_counter()
+    res = run_compare(cfg, out, progress=False, log=lambda *a: None)
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    _publish(out, name)
+    return res
+
+
+def tune(root: Path, data_root: str | None) -> float:
+    """Return the SDA margin scale with the best mean W4A4 validation accuracy of ``dsg`` samples."""
+    common = dict(checkpoint=_ckpt(data_root), bits=("W4A4", "W6A6"), seeds=2, num_samples=128, steps=300,
+                  batch_size=BATCH, eval_split="val", data_root=data_root)
+    scores = {}
+    res = _run(CompareConfig(sources=("zeroq",), **common), root / "tune" / "zeroq", "tune_zeroq")
+    ref = res["table"]["calib"]["zeroq"]["W4A4"]["mean"]
+    for ms in TUNE_SCALES:
+        res = _run(CompareConfig(sources=("dsg",), margin_scale=ms, **common), root / "tune" / f"ms{ms:g}",
+                   f"tune_dsg_ms{ms:g}")
+        scores[ms] = res["table"]["calib"]["dsg"]["W4A4"]["mean"]
+    best = max(scores, key=scores.get)
+    summary = {"metric": "mean val top-1 at W4A4 (calibration ema), 128 samples, 300 steps, 2 seeds",
+               "zeroq_reference": ref, "dsg_by_margin_scale": {f"{k:g}": v for k, v in scores.items()},
+               "chosen_margin_scale": best, "settings": {k: v for k, v in common.items() if k != "checkpoint"}}
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "margin_tuning.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary), flush=True)
+    return best
+
+
+def chosen_scale() -> float:
+    f = DOCS / "margin_tuning.json"
+    if not f.is_file():
+        raise SystemExit("run --stage tune first (docs/results/margin_tuning.json is missing)")
+    return float(json.loads(f.read_text())["chosen_margin_scale"])
+
+
+def _share_samples(src: Path, dst: Path) -> None:
+    (src / "samples").mkdir(parents=True, exist_ok=True)
+    dst.mkdir(parents=True, exist_ok=True)
+    link = dst / "samples"
+    if not link.exists():
+        os.symlink(os.path.relpath(src / "samples", dst), link)
+
+
+def table(root: Path, data_root: str | None, seeds: int) -> None:
+    ms = chosen_scale()
+    for conv in ("zeroq", "brecq"):
+        out = root / f"main-{conv}"
+        if conv != "zeroq":
+            _share_samples(root / "main-zeroq", out)
+        cfg = CompareConfig(checkpoint=_ckpt(data_root), sources=("gaussian", "zeroq", "dsg", "real"), bits=BITS,
+                            seeds=seeds, num_samples=256, batch_size=BATCH, margin_scale=ms, convention=conv,
+                            data_root=data_root)
+        _run(cfg, out, f"main_{conv}")
+
+
+def ablation(root: Path, data_root: str | None) -> None:
+    ms = chosen_scale()
+    for conv in ("zeroq", "brecq"):
+        out = root / f"ablation-{conv}"
+        if conv != "zeroq":
+            _share_samples(root / "ablation-zeroq", out)
+        cfg = CompareConfig(checkpoint=_ckpt(data_root), sources=("zeroq+sda", "zeroq+lse", "zeroq+sci"),
+                            bits=BITS, seeds=1, num_samples=256, batch_size=BATCH, margin_scale=ms, convention=conv,
+                            data_root=data_root)
+        _run(cfg, out, f"ablation_{conv}")
+        out = root / f"official-{conv}"  # the released code's settings: its own margins, batch size 40
+        if conv != "zeroq":
+            _share_samples(root / "official-zeroq", out)
+        cfg = CompareConfig(checkpoint=_ckpt(data_root), sources=("dsg-official",), bits=BITS, seeds=1,
+                            num_samples=256, convention=conv, data_root=data_root)
+        _run(cfg, out, f"official_{conv}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["tune", "table", "ablation", "all"], default="all")
+    p.add_argument("--out", default=str(ROOT / "runs" / "tables"))
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=3)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    root = Path(a.out)
+    if a.stage in ("tune", "all"):
+        tune(root, a.data_root)
+    if a.stage in ("table", "all"):
+        table(root, a.data_root, a.seeds)
+    if a.stage in ("ablation", "all"):
+        ablation(root, a.data_root)
+
+
+if __name__ == "__main__":
+    main()
