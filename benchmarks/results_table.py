@@ -88,21 +88,25 @@ def _share_samples(src: Path, dst: Path) -> None:
         os.symlink(os.path.relpath(src / "samples", dst), link)
 
 
-def table(root: Path, data_root: str | None, seeds: int) -> None:
-    ms = chosen_scale()
-    for conv in ("zeroq", "brecq"):
-        out = root / f"main-{conv}"
-        if conv != "zeroq":
-            _share_samples(root / "main-zeroq", out)
-        cfg = CompareConfig(checkpoint=_ckpt(data_root), sources=("gaussian", "zeroq", "dsg", "real"), bits=BITS,
-                            seeds=seeds, num_samples=256, batch_size=BATCH, margin_scale=ms, convention=conv,
-                            data_root=data_root)
-        _run(cfg, out, f"main_{conv}")
+def table(root: Path, data_root: str | None, seeds: int, conventions=("zeroq", "brecq"),
+          groups=("base", "dsg")) -> None:
+    """Main table. Group ``base`` (gaussian, zeroq, real) does not depend on the SDA margin scale and can run
+    while ``tune`` is still choosing it; group ``dsg`` uses the chosen scale. Each group has its own directory."""
+    for group in groups:
+        sources, ms = (("gaussian", "zeroq", "real"), None) if group == "base" else (("dsg",), chosen_scale())
+        for conv in conventions:
+            out = root / f"main-{group}-{conv}"
+            if conv != "zeroq":
+                _share_samples(root / f"main-{group}-zeroq", out)
+            cfg = CompareConfig(checkpoint=_ckpt(data_root), sources=sources, bits=BITS, seeds=seeds,
+                                num_samples=256, batch_size=BATCH, margin_scale=ms, convention=conv,
+                                data_root=data_root)
+            _run(cfg, out, f"main_{group}_{conv}")
 
 
-def ablation(root: Path, data_root: str | None) -> None:
+def ablation(root: Path, data_root: str | None, conventions=("zeroq", "brecq")) -> None:
     ms = chosen_scale()
-    for conv in ("zeroq", "brecq"):
+    for conv in conventions:
         out = root / f"ablation-{conv}"
         if conv != "zeroq":
             _share_samples(root / "ablation-zeroq", out)
@@ -125,15 +129,18 @@ def main() -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--groups", default="base,dsg", help="main-table groups: base (gaussian, zeroq, real), dsg")
+    p.add_argument("--conventions", default="zeroq,brecq",
+                   help="layer conventions to run (brecq reuses the zeroq run's sample sets: run zeroq first)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     root = Path(a.out)
     if a.stage in ("tune", "all"):
         tune(root, a.data_root)
     if a.stage in ("table", "all"):
-        table(root, a.data_root, a.seeds)
+        table(root, a.data_root, a.seeds, tuple(a.conventions.split(",")), tuple(a.groups.split(",")))
     if a.stage in ("ablation", "all"):
-        ablation(root, a.data_root)
+        ablation(root, a.data_root, tuple(a.conventions.split(",")))
 
 
 if __name__ == "__main__":

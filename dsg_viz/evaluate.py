@@ -9,7 +9,7 @@ from .data import Split, normalize
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: int = 500,
+def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: int = 100,
              progress: bool = False) -> dict:
     """Return ``{"top1", "top5", "n"}`` (percent) of ``model`` on ``split``.
 

@@ -1,0 +1,73 @@
+"""The main job on the real JPEG-fine-tuned ResNet-20 at smoke size: outputs, resume, errors, CLI."""
+
+import json
+
+import pytest
+
+from dsg_viz import compare
+from dsg_viz.compare import CompareConfig, run_compare
+from dsg_viz.errors import ConfigError
+
+from .conftest import JPEG_CKPT
+
+
+def _cfg(data_root, **kw):
+    base = dict(checkpoint=str(JPEG_CKPT), sources=("gaussian", "zeroq", "real"), bits=("W4A4", "W8A8"), seeds=1,
+                num_samples=8, steps=2, batch_size=8, eval_limit=200, data_root=str(data_root))
+    return CompareConfig(**(base | kw))
+
+
+def test_compare_writes_table_and_resumes(tmp_path, data_root, monkeypatch):
+    res = run_compare(_cfg(data_root), tmp_path, progress=False, log=lambda *a: None)
+    for f in ("results.json", "results.md", "accuracy.png"):
+        assert (tmp_path / f).is_file(), f
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(on_disk["cells"]) == {f"calib|{s}|{b}|seed0" for s in ("gaussian", "zeroq", "real")
+                                     for b in ("W4A4", "W8A8")}
+    fp = res["fp"]["top1"]
+    assert res["fp"]["n"] == 200 and 80 <= fp <= 100
+    real8 = res["table"]["calib"]["real"]["W8A8"]["mean"]
+    assert abs(real8 - fp) < 3.0  # 8-bit calibration on real data is near-lossless
+    assert res["table"]["calib"]["real"]["W4A4"]["mean"] < real8 + 1.0
+    md = (tmp_path / "results.md").read_text()
+    assert "| real |" in md and "| FP |" in md and "zeroq convention" in md
+    # the generated sample sets are cached next to the results
+    assert len(list((tmp_path / "samples").glob("*.pt"))) == 3
+
+    # a restart reuses every finished cell: nothing is generated or evaluated again
+    def boom(*a, **k):
+        raise AssertionError("finished cell recomputed")
+
+    monkeypatch.setattr(compare, "get_samples", boom)
+    monkeypatch.setattr(compare, "quantize_calibrate_eval", boom)
+    again = run_compare(_cfg(data_root), tmp_path, progress=False, log=lambda *a: None)
+    assert again["cells"] == res["cells"]
+
+
+def test_compare_refuses_other_configuration(tmp_path, data_root):
+    run_compare(_cfg(data_root, sources=("real",), bits=("W8A8",)), tmp_path, progress=False, log=lambda *a: None)
+    with pytest.raises(ConfigError, match="num_samples"):
+        run_compare(_cfg(data_root, sources=("real",), bits=("W8A8",), num_samples=16), tmp_path, progress=False,
+                    log=lambda *a: None)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(bits=("W4X4",)), "bit"), (dict(sources=("noise",)), "unknown source"),
+                                       (dict(seeds=0), "seeds"), (dict(methods=("magic",)), "quantization method"),
+                                       (dict(eval_split="train"), "evaluation split")])
+def test_compare_config_errors(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        CompareConfig(**kw).validate()
+
+
+def test_compare_cli_val_split(tmp_path, data_root, capsys):
+    from dsg_viz.cli import main
+
+    rc = main(["compare", "--checkpoint", str(JPEG_CKPT), "--data-root", str(data_root), "--sources", "real",
+               "--bits", "W8A8", "--seeds", "1", "--num-samples", "8", "--eval-limit", "100", "--eval-split", "val",
+               "--json", "--out", str(tmp_path)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["table"]["calib"]["real"]["W8A8"]["n"] == 1
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["eval_split"] == "val"
+    assert main(["compare", "--bits", "W9", "--out", str(tmp_path / "x"), "--data-root", str(data_root)]) == 2
+    assert "error:" in capsys.readouterr().err
