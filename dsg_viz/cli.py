@@ -178,7 +178,7 @@ def _load_extra() -> None:
         return
     import importlib
 
-    for mod in ("dsg_viz.compare", "dsg_viz.diagnostics.report", "dsg_viz.margin_study"):
+    for mod in ("dsg_viz.compare", "dsg_viz.diagnostics.report", "dsg_viz.margin_study", "dsg_viz.qat"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

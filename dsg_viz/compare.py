@@ -59,7 +59,7 @@ class CompareConfig:
             raise ConfigError(f"unknown evaluation split {self.eval_split!r}; use 'test' (report) or 'val' (tuning)")
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1 (got {self.seeds})")
-        known = ("calib", "adaround", "brecq")
+        known = ("calib", "adaround", "brecq", "qat")
         for m in self.methods:
             if m not in known:
                 raise ConfigError(f"unknown quantization method {m!r}; choose from {', '.join(known)}")
@@ -72,8 +72,10 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _sample_path(out: Path, cfg: CompareConfig, source: str, seed: int) -> Path:
+    from .generation import preset
+
     tag = f"{source}-n{cfg.num_samples}-seed{seed}"
-    if source != "real":
+    if source != "real" and preset(source).steps:  # real and gaussian samples do not depend on these settings
         tag += f"-steps{cfg.steps if cfg.steps is not None else 'def'}-bs{cfg.batch_size or 'def'}"
         if cfg.margin_scale is not None and source not in ("gaussian", "zeroq"):
             tag += f"-ms{cfg.margin_scale:g}"
@@ -99,7 +101,8 @@ def get_samples(model, cfg: CompareConfig, source: str, seed: int, out: Path, sh
             pass
     overrides = {}
     if source != "real":
-        overrides = {"steps": cfg.steps, "batch_size": cfg.batch_size}
+        # a preset without optimization (gaussian: steps 0) stays unoptimized whatever --steps says
+        overrides = {"steps": cfg.steps if preset(source).steps else None, "batch_size": cfg.batch_size}
         if cfg.bf16:
             overrides["autocast_bf16"] = True
         if cfg.margin_scale is not None and preset(source).sda:
@@ -136,6 +139,20 @@ def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: Compare
 # settings that change a result cell: a resumed run must match them (sources, bits, seeds, methods may grow)
 _RESULT_KEYS = ("model", "num_samples", "steps", "batch_size", "calibration", "weight_range", "convention",
                 "margin_scale", "bf16", "eval_limit", "eval_split")
+
+
+# `--method qat`: the row's source names the generator objective trained during QAT (dsg_viz.qat); sources without
+# a generator counterpart (gaussian, real, ablations) get no qat cell
+QAT_GENERATORS = {"zeroq": "gdfq", "gdfq": "gdfq", "dsg": "dsg", "dsg-official": "dsg-official"}
+
+
+def _qat_cell(model, src: str, bits: str, seed: int, cfg: CompareConfig, out: Path, sha: str | None) -> dict:
+    """Return the QAT cell of ``src`` (its generator objective, CPU schedule ``qat_preset('cpu')``)."""
+    from .qat import qat_cell, qat_preset
+
+    qcfg = qat_preset("cpu", generator=QAT_GENERATORS[src], seed=seed, margin_scale=cfg.margin_scale)
+    return qat_cell(model, bits, qcfg, out=out / "qat" / f"{src}-{bits}-seed{seed}", data_root=cfg.data_root,
+                    checkpoint_sha256=sha)
 
 
 def _cell_key(source: str, bits: str, seed: int, method: str) -> str:
@@ -195,15 +212,20 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
         bar = tqdm(total=len(todo) * len(cfg.bits) * len(cfg.methods), desc="compare", leave=True)
     try:
         for src, seed in todo:
-            needed = [(b, m) for b in cfg.bits for m in cfg.methods if _cell_key(src, b, seed, m) not in cells]
+            applicable = [(b, m) for b in cfg.bits for m in cfg.methods if m != "qat" or src in QAT_GENERATORS]
+            needed = [(b, m) for b, m in applicable if _cell_key(src, b, seed, m) not in cells]
             if bar is not None:
                 bar.update(len(cfg.bits) * len(cfg.methods) - len(needed))
             if not needed:
                 continue
-            samples = get_samples(model, cfg, src, seed, out, sha, progress)
+            samples = None
             for bits, method in needed:
-                cell = quantize_calibrate_eval(model, samples.images, bits, cfg, test, method, seed)
-                cell["gen_seconds"] = round(samples.seconds, 2)
+                if method == "qat":
+                    cell = _qat_cell(model, src, bits, seed, cfg, out, sha)
+                else:
+                    samples = samples or get_samples(model, cfg, src, seed, out, sha, progress)
+                    cell = quantize_calibrate_eval(model, samples.images, bits, cfg, test, method, seed)
+                    cell["gen_seconds"] = round(samples.seconds, 2)
                 cells[_cell_key(src, bits, seed, method)] = cell
                 save()
                 if bar is not None:
@@ -345,7 +367,9 @@ def register_cli(sub) -> None:
     q.add_argument("--weight-range", default="minmax", choices=["minmax", "mse"])
     q.add_argument("--convention", default="zeroq", choices=["zeroq", "brecq"],
                    help="zeroq: every layer at the same bits; brecq: first/last layer at 8 bits")
-    q.add_argument("--method", default="calib", help="comma-separated: calib, adaround, brecq")
+    q.add_argument("--method", default="calib",
+                   help="comma-separated: calib, adaround, brecq (reconstruction), qat (generator + distillation, "
+                        "rows zeroq→gdfq and dsg→dsg generators, CPU schedule)")
     q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
     q.add_argument("--bf16", action="store_true", help="bf16 autocast in generation")
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")

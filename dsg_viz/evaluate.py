@@ -10,11 +10,12 @@ from .data import Split, normalize
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: int = 100,
-             progress: bool = False) -> dict:
+             progress: bool = False, channels_last: bool = False) -> dict:
     """Return ``{"top1", "top5", "n"}`` (percent) of ``model`` on ``split``.
 
     ``mean``/``std`` default to ``model.spec``'s. The model is run in eval mode on its own device; its
-    training flag is restored afterwards.
+    training flag is restored afterwards. ``channels_last`` feeds NHWC batches (the model is not converted);
+    faster on CPU, see docs/benchmarks.md "Speed".
     """
     spec = getattr(model, "spec", None)
     mean = mean if mean is not None else spec.mean
@@ -32,6 +33,8 @@ def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: in
     try:
         for s in starts:
             x = normalize(split.images[s:s + batch_size], mean, std).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = split.labels[s:s + batch_size].to(device)
             logits = model(x)
             k = min(5, logits.shape[1])

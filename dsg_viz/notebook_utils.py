@@ -155,11 +155,12 @@ def accuracy_rows(results: dict, method: str = "calib") -> list[dict]:
 def plot_results(results: dict, cfg):
     """Return :func:`dsg_viz.compare.plot_accuracy` drawn on a non-pyplot figure (nothing kept alive globally,
     so a notebook shows it once)."""
-    from .compare import plot_accuracy
-    from .diagnostics.plots import new_figure
+    from matplotlib.figure import Figure
 
-    fig, (ax,) = new_figure(1, panel=(1.6 + 1.8 * len(cfg.bits), 3.6))
-    return plot_accuracy(results, cfg, ax=ax)
+    from .compare import plot_accuracy
+
+    fig = Figure(figsize=(1.6 + 1.8 * len(cfg.bits), 3.6))
+    return plot_accuracy(results, cfg, ax=fig.add_subplot())
 
 
 def _flat(obj, prefix: str = "") -> dict:
@@ -223,8 +224,10 @@ def optional_module(name: str) -> ModuleType | None:
 
 
 def module_summary(module: ModuleType) -> str:
-    """Return the first paragraph of ``module``'s docstring and its public names, as Markdown."""
+    """Return the first paragraph of ``module``'s docstring and its public names (``__all__``, else the classes and
+    functions it defines), as Markdown."""
     doc = (module.__doc__ or "").strip().split("\n\n")[0]
-    names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")
-                                                  and callable(getattr(module, n))]
+    names = getattr(module, "__all__", None) or [
+        n for n, v in vars(module).items()
+        if not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__]
     return f"`{module.__name__}`: {doc}\n\nPublic names: " + ", ".join(f"`{n}`" for n in names)

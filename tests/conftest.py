@@ -6,7 +6,7 @@ import pytest
 import torch
 
 matplotlib.use("Agg")
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("DSG_VIZ_TEST_THREADS", "2")))  # 1 on a busy machine
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DSG_VIZ_DATA_ROOT", REPO.parent / "shared"))

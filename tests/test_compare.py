@@ -71,3 +71,20 @@ def test_compare_cli_val_split(tmp_path, data_root, capsys):
     assert json.loads((tmp_path / "results.json").read_text())["config"]["eval_split"] == "val"
     assert main(["compare", "--bits", "W9", "--out", str(tmp_path / "x"), "--data-root", str(data_root)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_compare_qat_rows_use_the_generator_of_each_source(tmp_path, data_root, monkeypatch):
+    import dsg_viz.qat as qat
+
+    seen = []
+
+    def fake_qat_cell(model, bits, cfg, **kw):
+        seen.append((cfg.generator, bits, cfg.epochs))
+        return {"top1": 50.0, "top5": 90.0, "n": 10000, "convention": "test"}
+
+    monkeypatch.setattr(qat, "qat_cell", fake_qat_cell)
+    res = run_compare(_cfg(data_root, sources=("gaussian", "zeroq"), bits=("W4A4",), methods=("calib", "qat")),
+                      tmp_path, progress=False, log=lambda *a: None)
+    assert seen == [("gdfq", "W4A4", qat.qat_preset("cpu").epochs)]  # gaussian has no generator counterpart
+    assert set(res["cells"]) == {"calib|gaussian|W4A4|seed0", "calib|zeroq|W4A4|seed0", "qat|zeroq|W4A4|seed0"}
+    assert "## qat" in (tmp_path / "results.md").read_text()

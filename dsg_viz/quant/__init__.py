@@ -10,8 +10,9 @@ to weights only, or on for weights and activations. Conventions: dsg-method.md Â
 from .calibrate import RangeObserver, calibrate
 from .modules import QuantAct, QuantConv2d, QuantLinear
 from .quantize import QuantConfig, QuantModel, describe, parse_bits, quantize
+from .reconstruct import ReconstructionConfig, ReconstructionResult, reconstruct
 from .quantizer import ActQuantizer, NotCalibratedError, WeightQuantizer, fake_quantize, round_ste, weight_range
 
 __all__ = ["QuantConfig", "QuantModel", "quantize", "calibrate", "parse_bits", "describe", "ActQuantizer",
            "WeightQuantizer", "QuantConv2d", "QuantLinear", "QuantAct", "RangeObserver", "NotCalibratedError",
-           "fake_quantize", "round_ste", "weight_range"]
+           "fake_quantize", "round_ste", "weight_range", "ReconstructionConfig", "ReconstructionResult", "reconstruct"]
