@@ -134,6 +134,16 @@ def _row(table: dict, src: str, bits) -> list[str]:
     return cells
 
 
+def _demote(md: str) -> str:
+    """Return Markdown ``md`` with every heading one level deeper (code blocks untouched)."""
+    out, fenced = [], False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        out.append("#" + line if line.startswith("#") and not fenced else line)
+    return "\n".join(out)
+
+
 def report() -> str:
     """Return docs/results.md: the merged tables from docs/results/*.json plus docs/results/findings.md."""
     def load(name):
@@ -182,6 +192,10 @@ def report() -> str:
     findings = DOCS / "findings.md"
     if findings.is_file():
         lines += [findings.read_text().strip(), ""]
+    for name in ("diagnostics", "reconstruction", "qat"):  # sections measured by their own benchmarks
+        f = DOCS / f"{name}.md"
+        if f.is_file():
+            lines += [_demote(f.read_text().strip()), ""]
     return "\n".join(lines)
 
 

@@ -335,7 +335,7 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
 
 def _cmd_diagnose(args) -> None:
     from ..cli import _load_model
-    from ..generation import SampleSet, make_samples
+    from ..generation import SampleSet, make_samples, preset
 
     model, _, sha = _load_model(args)
     sets = {}
@@ -343,10 +343,14 @@ def _cmd_diagnose(args) -> None:
         s = SampleSet.load(f)
         key = s.method if s.method not in sets else Path(f).stem
         sets[key] = s
+    if args.real:
+        sets["real"] = make_samples(model, "real", args.real, seed=args.seed, data_root=args.data_root,
+                                    progress=False)
     for src in [x.strip() for x in (args.sources or "").split(",") if x.strip()]:
         if src in sets:
             continue
-        overrides = {} if src == "real" else {"steps": args.steps, "batch_size": args.batch_size}
+        overrides = {} if src == "real" else {"steps": args.steps if preset(src).steps else None,
+                                              "batch_size": args.batch_size}
         sets[src] = make_samples(model, src, args.num_samples, seed=args.seed, data_root=args.data_root,
                                  progress=not args.json, checkpoint_sha256=sha, **overrides)
     layer = args.layer
@@ -373,6 +377,8 @@ def register_cli(sub) -> None:
     q.add_argument("--sources", default="real,gaussian,zeroq,dsg",
                    help="comma-separated sources to generate (presets or real); '' for saved sets only")
     q.add_argument("--num-samples", type=int, default=256)
+    q.add_argument("--real", type=int, default=None, metavar="N",
+                   help="add N real train images (validation subset excluded) as the reference source")
     q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's)")
     q.add_argument("--batch-size", type=int, default=None)
     q.add_argument("--seed", type=int, default=0)
