@@ -38,15 +38,8 @@ def margins_from_inputs(model: nn.Module, x: torch.Tensor, quantile: float = 0.9
     if not 0.0 < quantile <= 1.0:
         raise ConfigError(f"margin quantile must be in (0, 1], got {quantile}")
     targets = bn_targets(model)
-    was = model.training
-    model.eval()
-    try:
-        with capture_bn(model, keep="inputs", detach=True) as cap:
-            model(x)
-    finally:
-        model.train(was)
     delta, gamma = [], []
-    for a, mu_t, sd_t in zip(cap.inputs, targets.mean, targets.std):
+    for a, mu_t, sd_t in zip(bn_inputs_eval(model, x), targets.mean, targets.std):
         if source == "per_sample":
             mu, sd = per_sample_stats(a)  # [N, C]
         else:
@@ -62,6 +55,19 @@ def margins_from_inputs(model: nn.Module, x: torch.Tensor, quantile: float = 0.9
         gamma.append((scale * qg).clone().float())
     return Margins(delta, gamma, {"quantile": quantile, "source": source, "axis": axis, "scale": scale,
                                   "n": int(x.shape[0])})
+
+
+def bn_inputs_eval(model, x):
+    """Return the detached inputs of every BN layer (list of [N, C_l, H_l, W_l]) for ``x`` in eval mode; the
+    model's training flag is restored and no hook outlives the call."""
+    was = model.training
+    model.eval()
+    try:
+        with capture_bn(model, keep="inputs", detach=True) as cap:
+            model(x)
+    finally:
+        model.train(was)
+    return cap.inputs
 
 
 def compute_margins(model: nn.Module, batch_size: int = 64, quantile: float = 0.9, source: str = "per_sample",

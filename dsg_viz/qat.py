@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from .bn import STAT_EPS, batch_stats, bn_layers, bn_targets, capture_bn, per_sample_stats
 from .errors import ConfigError, DataError
-from .margins import compute_margins
+from .margins import bn_inputs_eval, compute_margins
 from .objectives import (CorrelationInhibition, CrossEntropy, LayerwiseEnhancement, Margins, Objective, StepContext,
                          Term)
 
@@ -240,15 +240,8 @@ def batch_margins(model: nn.Module, batch_size: int, stat: str = "std", quantile
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     x = torch.randn((batch_size, *model.spec.input_size), generator=g).to(device)
-    was = model.training
-    model.eval()
-    try:
-        with capture_bn(model, keep="inputs", detach=True) as cap:
-            model(x)
-    finally:
-        model.train(was)
     delta, gamma = [], []
-    for a, (_, bn) in zip(cap.inputs, bn_layers(model)):
+    for a, (_, bn) in zip(bn_inputs_eval(model, x), bn_layers(model)):
         mu, var = batch_stats(a)
         dm, dv = (mu - bn.running_mean.float()).abs(), (var - bn.running_var.float()).abs()
         if axis == "layer":
