@@ -144,6 +144,22 @@ def _demote(md: str) -> str:
     return "\n".join(out)
 
 
+def _plot(parts: list[dict], conv: str) -> None:
+    """Write docs/img/results_<conv>.png: the merged calibration table as grouped bars (compare.plot_accuracy)."""
+    from dsg_viz.compare import plot_accuracy
+
+    merged = {}
+    for p in parts:
+        merged.update(p["table"].get("calib", {}))
+    order = [s for s in ("gaussian", "zeroq", "dsg", "real", "dsg-official", "zeroq+sda", "zeroq+lse", "zeroq+sci")
+             if s in merged]
+    cfg = CompareConfig(sources=tuple(order), bits=BITS, calibration="ema")
+    fig = plot_accuracy({"table": {"calib": merged}, "fp": parts[0]["fp"]}, cfg)
+    fig.axes[0].set_title(f"ResNet-20 (JPEG), calibration only, {conv} convention")
+    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+    fig.savefig(ROOT / "docs" / "img" / f"results_{conv}.png", dpi=110, bbox_inches="tight")
+
+
 def report() -> str:
     """Return docs/results.md: the merged tables from docs/results/*.json plus docs/results/findings.md."""
     def load(name):
@@ -172,6 +188,7 @@ def report() -> str:
         parts = [p for p in parts if p]
         if not parts:
             continue
+        _plot(parts, conv)
         fp = parts[0]["fp"]["top1"]
         conv_text = next(iter(parts[0]["cells"].values()))["convention"]
         lines += [f"## Calibration only, {conv} convention", "", conv_text, "",
@@ -182,7 +199,8 @@ def report() -> str:
                 if src in tab:
                     n = max(c["n"] for c in tab[src].values())
                     lines.append(f"| {src} | {n} | " + " | ".join(_row(tab, src, BITS)) + " |")
-        lines += [f"| FP | – | " + " | ".join(f"{fp:.2f}" for _ in BITS) + " |", ""]
+        lines += [f"| FP | – | " + " | ".join(f"{fp:.2f}" for _ in BITS) + " |", "",
+                  f"![calibration-only accuracy, {conv} convention](img/results_{conv}.png)", ""]
     lines += ["Commands: `python benchmarks/results_table.py --stage table` (main rows; 256 samples, 500 generation "
               f"steps in batches of {BATCH}, activation calibration `ema`, min/max per-channel weights, 10,000 test "
               "images) and `--stage ablation` (one seed; `dsg-official` with the released code's own settings: "
@@ -199,9 +217,27 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def snapshot(root: Path) -> None:
+    """Publish the cells finished so far of every run directory (a long run may still be going)."""
+    from dsg_viz.compare import aggregate
+
+    for d in sorted(root.glob("*-*")):
+        f = d / "results.json"
+        if not f.is_file() or d.name.startswith("tune"):
+            continue
+        res = json.loads(f.read_text())
+        if not res.get("cells"):
+            continue
+        res["table"] = aggregate(res, None)
+        name = d.name.replace("-", "_", 2) if d.name.startswith("main-") else d.name.replace("-", "_")
+        DOCS.mkdir(parents=True, exist_ok=True)
+        (DOCS / f"{name}.json").write_text(json.dumps(res, indent=1))
+        print(name, len(res["cells"]), "cells")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["tune", "table", "ablation", "all", "report"], default="all")
+    p.add_argument("--stage", choices=["tune", "table", "ablation", "all", "report", "snapshot"], default="all")
     p.add_argument("--out", default=str(ROOT / "runs" / "tables"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -218,7 +254,9 @@ def main() -> None:
         table(root, a.data_root, a.seeds, tuple(a.conventions.split(",")), tuple(a.groups.split(",")))
     if a.stage in ("ablation", "all"):
         ablation(root, a.data_root, tuple(a.conventions.split(",")))
-    if a.stage in ("report", "all"):
+    if a.stage == "snapshot":
+        snapshot(root)
+    if a.stage in ("report", "all", "snapshot"):
         (ROOT / "docs" / "results.md").write_text(report())
 
 
