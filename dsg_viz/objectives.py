@@ -253,8 +253,9 @@ def sci_loss(x: torch.Tensor, mode: str = "intended", noise: torch.Generator | N
         off = K - torch.diag_embed(torch.diagonal(K))
         return (off.square().sum() / (n * (n - 1))).to(x.dtype)
     g = torch.randn(x.shape, generator=noise, device="cpu").to(x.device)  # fp32 draw: 5× cheaper than fp64
-    KG = cosine_gram(g)
-    lam_g, u_g = torch.linalg.eigh(KG)
+    with torch.no_grad():  # the noise reference needs no gradient and no float64: its spectrum is only a target
+        gf = F.normalize(g.flatten(1), dim=1)
+        lam_g, u_g = (t.double() for t in torch.linalg.eigh(gf @ gf.T))
     if mode == "faithful":
         with torch.no_grad():
             lam, u = torch.linalg.eigh(K)
