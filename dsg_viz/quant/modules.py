@@ -15,6 +15,15 @@ import torch.nn.functional as F
 from .quantizer import ActQuantizer, WeightQuantizer
 
 
+def _adopt(q: nn.Module, src: nn.Module, weight_quantizer: WeightQuantizer) -> nn.Module:
+    """Give the (meta-device) layer ``q`` the Parameters and training flag of ``src`` and its weight quantizer."""
+    q.weight = src.weight
+    q.bias = src.bias
+    q.train(src.training)
+    q.weight_quantizer = weight_quantizer
+    return q
+
+
 class QuantConv2d(nn.Conv2d):
     """``nn.Conv2d`` whose weights [C_out, C_in/groups, kH, kW] pass through ``weight_quantizer`` on each forward.
 
@@ -29,11 +38,7 @@ class QuantConv2d(nn.Conv2d):
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                 dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
                 padding_mode=conv.padding_mode, device="meta")
-        q.weight = conv.weight
-        q.bias = conv.bias
-        q.train(conv.training)
-        q.weight_quantizer = weight_quantizer
-        return q
+        return _adopt(q, conv, weight_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
@@ -48,11 +53,7 @@ class QuantLinear(nn.Linear):
     def from_float(cls, linear: nn.Linear, weight_quantizer: WeightQuantizer) -> "QuantLinear":
         """Return a ``QuantLinear`` sharing ``linear``'s weight and bias ``Parameter`` objects (no copy)."""
         q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        q.weight = linear.weight
-        q.bias = linear.bias
-        q.train(linear.training)
-        q.weight_quantizer = weight_quantizer
-        return q
+        return _adopt(q, linear, weight_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_quantizer(self.weight), self.bias)
