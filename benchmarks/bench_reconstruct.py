@@ -6,8 +6,9 @@ brecq), top-1 on the full test split and wall time of each cell, on one CPU thre
     python benchmarks/bench_reconstruct.py --bits W4A4,W3A3 --seeds 2 # more cells; finished ones are reused
 
 Sample sets: ``real`` = 256 train images (``dsg_viz.data.sample_calibration``, never test or val); ``gaussian``;
-``zeroq`` / ``dsg`` are reused from ``runs/tables/main-zeroq/samples`` (the main table's paper-setting sets) when
-they exist, else generated here with ``--gen-steps`` steps (batch 128) into ``--out/samples``. Every finished cell
+every source is reused from the main table's paper-setting sets (``runs/tables/main-{base,dsg}-zeroq/samples``,
+500 steps, batch 128, dsg at the tuned margin scale) when they exist, else made here (``--gen-steps`` steps,
+batch 128) into ``--out/samples``. Every finished cell
 is written at once to ``docs/results/reconstruction.json`` (a rerun with the same settings resumes), and the table
 between the markers of ``docs/results/reconstruction.md`` is regenerated (text outside the markers is kept).
 Nothing here is tuned on test.
@@ -35,19 +36,24 @@ BEGIN, END = "<!-- bench_reconstruct table: begin -->", "<!-- bench_reconstruct 
 
 
 def _cached_main_table_set(source: str, n: int, seed: int):
-    """Return a finished paper-setting sample set of the main table (runs/tables/main-zeroq/samples), or None."""
+    """Return a finished paper-setting sample set of the main table (``results_table.py --stage table``), or None.
+
+    ``gaussian``/``zeroq``/``real`` come from ``runs/tables/main-base-zeroq/samples``, ``dsg`` (at the tuned margin
+    scale) from ``runs/tables/main-dsg-zeroq/samples``: the very sets behind docs/results.md.
+    """
     from dsg_viz.generation import SampleSet
 
-    folder = ROOT / "runs" / "tables" / "main-zeroq" / "samples"
-    for p in sorted(folder.glob(f"{source}-n{n}-seed{seed}-stepsdef-bs128*.pt")):
-        if p.name.endswith("-bf16.pt"):
-            continue
-        try:
-            s = SampleSet.load(p)
-        except Exception:  # noqa: BLE001 - unreadable cache entry: fall back to generating
-            continue
-        if not s.interrupted and len(s) == n:
-            return s, str(p.relative_to(ROOT))
+    for group in ("main-base-zeroq", "main-dsg-zeroq"):
+        folder = ROOT / "runs" / "tables" / group / "samples"
+        for p in sorted(folder.glob(f"{source}-n{n}-seed{seed}*.pt")):
+            if p.name.endswith("-bf16.pt") or not (p.stem == f"{source}-n{n}-seed{seed}" or "-stepsdef-" in p.name):
+                continue
+            try:
+                s = SampleSet.load(p)
+            except Exception:  # noqa: BLE001 - unreadable cache entry: fall back to generating
+                continue
+            if not s.interrupted and len(s) == n:
+                return s, str(p.relative_to(ROOT))
     return None
 
 
@@ -55,7 +61,7 @@ def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, da
     """Return ``(SampleSet, provenance dict)``."""
     from dsg_viz.compare import CompareConfig, get_samples
 
-    if source in ("zeroq", "dsg"):
+    if source in ("zeroq", "dsg", "gaussian", "real"):
         hit = _cached_main_table_set(source, n, seed)
         if hit is not None:
             s, path = hit
@@ -137,7 +143,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="calib,adaround,brecq")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--num-samples", type=int, default=256)
-    p.add_argument("--gen-steps", type=int, default=200,
+    p.add_argument("--gen-steps", type=int, default=500,
                    help="generation steps of zeroq/dsg sets made here (the paper setting is 500)")
     p.add_argument("--iters", type=int, default=None, help="override ReconstructionConfig.iters")
     p.add_argument("--stage", choices=("samples", "table"), default="table")

@@ -231,9 +231,16 @@ class LayerwiseEnhancement(Term):
 
 
 def cosine_gram(x: torch.Tensor) -> torch.Tensor:
-    """Return the cosine-similarity Gram matrix [N, N] of ``x`` [N, ...] (rows flattened, L2-normalised)."""
-    f = F.normalize(x.flatten(1).double(), dim=1)
-    return f @ f.T
+    """Return the cosine-similarity Gram matrix [N, N] (float64) of ``x`` [N, ...] (rows flattened, L2-normalised).
+
+    The product ``f f^T`` runs in the input dtype; only the [N, N] result is normalised in float64 (for ``eigh`` and
+    its backward). Normalising the [N, D] rows in float64 first gave the same matrix to 3e-8 at 1.6x the cost of the
+    whole SCI term at N = 256 (benchmarks/bench_generation.py, docs/benchmarks.md).
+    """
+    f = x.flatten(1)
+    g = (f @ f.T).double()
+    d = g.diagonal().clamp_min(1e-24).rsqrt()  # 1 / max(||f_i||, 1e-12), as F.normalize
+    return g * d[:, None] * d[None, :]
 
 
 def sci_loss(x: torch.Tensor, mode: str = "intended", noise: torch.Generator | None = None) -> torch.Tensor:
