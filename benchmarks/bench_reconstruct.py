@@ -57,8 +57,16 @@ def _cached_main_table_set(source: str, n: int, seed: int):
     return None
 
 
-def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, data_root: str | None):
-    """Return ``(SampleSet, provenance dict)``."""
+PART = 256  # synthetic sets larger than this are composed of PART-sized sets with consecutive seeds
+
+
+def _margin_scale() -> float | None:
+    """The margin scale chosen on validation by ``results_table.py --stage tune`` (None when not tuned yet)."""
+    f = DOCS / "margin_tuning.json"
+    return float(json.loads(f.read_text())["chosen_margin_scale"]) if f.is_file() else None
+
+
+def _one_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, data_root: str | None):
     from dsg_viz.compare import CompareConfig, get_samples
 
     if source in ("zeroq", "dsg", "gaussian", "real"):
@@ -67,7 +75,7 @@ def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, da
             s, path = hit
             return s, {"file": path, "steps": s.config.get("steps"), "seconds": s.seconds}
     cfg = CompareConfig(num_samples=n, steps=None if source in ("real", "gaussian") else gen_steps, batch_size=128,
-                        data_root=data_root)
+                        margin_scale=_margin_scale() if source == "dsg" else None, data_root=data_root)
     t0 = time.perf_counter()
     s = get_samples(model, cfg, source, seed, out, progress=False)
     info = {"steps": s.config.get("steps"), "batch_size": s.config.get("batch_size"),
@@ -75,6 +83,26 @@ def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, da
     if source not in ("real", "gaussian"):
         info["file"] = os.path.relpath(out / "samples", ROOT)
     return s, info
+
+
+def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, data_root: str | None):
+    """Return ``(SampleSet, provenance dict)``.
+
+    A synthetic set of ``n > 256`` samples is the concatenation of the 256-sample sets with seeds
+    ``k·seed … k·seed + k − 1`` (``k = n / 256``): each generation batch is optimized independently, so this is the
+    same as generating ``n`` samples in batches of 128, and it reuses the main table's paper-setting sets.
+    ``real`` draws ``n`` train images directly.
+    """
+    if source == "real" or n <= PART:
+        return _one_set(model, source, n, seed, gen_steps, out, data_root)
+    if n % PART:
+        raise SystemExit(f"--num-samples {n}: synthetic sets above {PART} must be a multiple of {PART}")
+    k = n // PART
+    parts = [_one_set(model, source, PART, k * seed + i, gen_steps, out, data_root) for i in range(k)]
+    s = parts[0][0]
+    images = torch.cat([p[0].images for p in parts])
+    s = replace(s, images=images, labels=torch.cat([p[0].labels for p in parts]), seed=seed)
+    return s, {"composed_of": [p[1] for p in parts], "seeds": [k * seed + i for i in range(k)]}
 
 
 def run_cell(model, images, bits: str, method: str, seed: int, test, rcfg) -> dict:

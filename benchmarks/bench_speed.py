@@ -11,6 +11,10 @@ Parts (``--parts``, comma-separated; default all):
 * ``e`` evaluation of the FP (batch 500) and the W4A4 model (batch 100/250/500) on the 10,000 test images;
 * ``f`` projection of 256 ``dsg`` samples × 500 steps from the measured per-step cost;
 * ``g`` ``torch.compile`` of the model: compile time and step time (not in the default list: minutes).
+* ``h`` accuracy of the reference path: 256 ``dsg`` samples (seed 0, 500 steps, batch 128, the tuned margin scale)
+  generated with ``fused_stats=False, channels_last=False`` (forward pre-hooks on NCHW), calibrated W4A4/W6A6
+  (ZeroQ convention, ``ema``) and evaluated on the test split, beside the main table's fast-path cells (same
+  settings, seeds 0-2, ``docs/results/main_dsg_zeroq.json``). Not in the default list: ~15 min of one core.
 
 Machines here are shared: every comparison alternates its configurations inside one run and reports medians;
 ``cpu_s`` (process CPU time) is given beside wall time because it is less sensitive to other jobs' load.
@@ -536,6 +540,39 @@ def part_f(res: dict) -> dict:
     return out
 
 
+def part_h(args) -> dict:
+    from dsg_viz.data import load_split
+    from dsg_viz.evaluate import evaluate
+    from dsg_viz.generation import SampleSet, make_samples
+    from dsg_viz.quant import QuantConfig, calibrate, quantize
+
+    docs = HERE.parent / "docs" / "results"
+    scale = float(json.loads((docs / "margin_tuning.json").read_text())["chosen_margin_scale"])
+    fast = json.loads((docs / "main_dsg_zeroq.json").read_text())["table"]["calib"]["dsg"]
+    model = _model(20)
+    cache = HERE.parent / "runs" / "speed" / f"dsg-reference-path-n256-seed0-ms{scale:g}.pt"
+    from dataclasses import replace
+
+    from dsg_viz.generation import preset
+
+    if cache.is_file():
+        s = SampleSet.load(cache)
+    else:
+        s = make_samples(model, "dsg", 256, seed=0, progress=False, batch_size=128, fused_stats=False,
+                         channels_last=False, margins=replace(preset("dsg").margins, scale=scale))
+        s.save(cache, grid=False)
+    test = load_split("test")
+    out = {"margin_scale": scale, "generation_seconds": round(s.seconds, 1),
+           "config": {k: s.config.get(k) for k in ("fused_stats", "channels_last", "steps", "batch_size")}}
+    for bits in ("W4A4", "W6A6"):
+        qm = calibrate(quantize(model, QuantConfig.from_bits(bits)), s.images)
+        top1 = evaluate(qm, test)["top1"]
+        out[bits] = {"reference_path_seed0": top1, "fast_path_seeds0_2": fast[bits]["values"],
+                     "fast_path_mean": round(fast[bits]["mean"], 2), "fast_path_std": round(fast[bits]["std"], 2),
+                     "difference_to_fast_seed0": round(top1 - fast[bits]["values"][0], 2)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default="a,b,c,d,e,f")
@@ -549,7 +586,7 @@ def main() -> None:
     a = p.parse_args()
     res = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
     res["machine"] = machine()
-    parts = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "g": part_g}
+    parts = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "g": part_g, "h": part_h}
     for k in a.parts.split(","):
         t = time.perf_counter()
         res[k] = part_f(res) if k == "f" else parts[k](a)
