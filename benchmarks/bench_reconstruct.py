@@ -129,12 +129,14 @@ def run_cell(model, images, bits: str, method: str, seed: int, test, rcfg) -> di
 
 
 def markdown(res: dict) -> str:
-    """Return the Markdown table of ``res`` (rows source × method, columns bits; mean over seeds)."""
+    """Return the Markdown table of ``res`` (rows source × method, columns bits; mean ± std over the seeds run)."""
+    import statistics
+
     cells, cfg = res["cells"], res["config"]
     bits = cfg["bits"]
     lines = [f"FP top-1 (measured): **{res['fp_top1']:.2f}**. Cells: top-1 on the full test split "
-             f"({res['test_n']} images); in brackets the quantize + calibrate + reconstruct wall time in seconds "
-             "(one thread; the machine was shared, see below).", "",
+             f"({res['test_n']} images), mean ± std over the seeds measured (n = number of seeds); in brackets the "
+             "median quantize + calibrate + reconstruct wall time in seconds on one thread.", "",
              "| source | method | " + " | ".join(bits) + " |", "|---|---|" + "---|" * len(bits)]
     for src in cfg["sources"]:
         for m in cfg["methods"]:
@@ -144,9 +146,12 @@ def markdown(res: dict) -> str:
                 if not vals:
                     row.append("—")
                     continue
-                top = sum(c["top1"] for c in vals) / len(vals)
-                sec = sum(c["quant_seconds"] for c in vals) / len(vals)
-                row.append(f"{top:.2f} ({sec:.0f} s)" + (f" n={len(vals)}" if len(vals) > 1 else ""))
+                tops = [c["top1"] for c in vals]
+                sec = statistics.median(c["quant_seconds"] for c in vals)
+                txt = f"{statistics.mean(tops):.2f}"
+                if len(tops) > 1:
+                    txt += f" ± {statistics.stdev(tops):.2f} (n={len(tops)})"
+                row.append(f"{txt} [{sec:.0f} s]")
             lines.append(f"| {src} | {m} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -174,7 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--gen-steps", type=int, default=500,
                    help="generation steps of zeroq/dsg sets made here (the paper setting is 500)")
     p.add_argument("--iters", type=int, default=None, help="override ReconstructionConfig.iters")
-    p.add_argument("--stage", choices=("samples", "table"), default="table")
+    p.add_argument("--stage", choices=("samples", "table", "report"), default="table",
+                   help="report: rewrite the Markdown table from the JSON for --sources/--bits/--methods, run nothing")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "runs" / "reconstruction"))
     p.add_argument("--json", default=str(DOCS / "reconstruction.json"))
@@ -188,6 +194,13 @@ def main(argv=None) -> int:
     from dsg_viz.evaluate import evaluate
     from dsg_viz.quant.reconstruct import ReconstructionConfig
 
+    if args.stage == "report":
+        res = json.loads(Path(args.json).read_text())
+        res["config"] = {"sources": args.sources.split(","), "bits": args.bits.split(","),
+                         "methods": args.methods.split(","), "seeds": args.seeds}
+        write_md(res, Path(args.md))
+        print(markdown(res))
+        return 0
     ckpt = str(resolve_data_root(args.data_root) / "models" / "cifar10" / CKPT)
     model = create_model("resnet20_cifar10", ckpt)
     out = Path(args.out)
