@@ -89,6 +89,24 @@ def test_lse_plus_sda_is_weighted_matrix(tiny):
     assert torch.allclose(LayerwiseEnhancement(m, 2.0)(ctx), (M[0, 0] + M[1, 1] + M[2, 2] + M[3, 0] + M[4, 1]) / 5)
 
 
+def test_cosine_gram_matches_float64_row_normalisation():
+    """The input-dtype product normalised in float64 equals normalising the rows in float64 first (value and
+    gradient), including a zero row (F.normalize's eps)."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(9, 3, 4, 4, generator=g) * 3 + 0.5)
+    x[4] = 0
+    ref_x, new_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ref = torch.nn.functional.normalize(ref_x.flatten(1).double(), dim=1)
+    ref = ref @ ref.T
+    new = cosine_gram(new_x)
+    assert new.dtype == torch.float64
+    assert torch.allclose(new, ref, atol=1e-6)
+    w = torch.randn(9, 9, generator=g, dtype=torch.float64)
+    (gr,) = torch.autograd.grad((ref * w).sum(), ref_x)
+    (gn,) = torch.autograd.grad((new * w).sum(), new_x)
+    assert torch.allclose(gn, gr, rtol=1e-4, atol=1e-5)
+
+
 def test_sci_has_gradient_and_lowers_correlation():
     g = torch.Generator().manual_seed(0)
     base = torch.randn(1, 3 * 8 * 8, generator=g)
