@@ -105,14 +105,14 @@ def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, da
     return s, {"composed_of": [p[1] for p in parts], "seeds": [k * seed + i for i in range(k)]}
 
 
-def run_cell(model, images, bits: str, method: str, seed: int, test, rcfg) -> dict:
-    """Quantize (ZeroQ convention), calibrate (ema), optionally reconstruct; evaluate on ``test``."""
+def run_cell(model, images, bits: str, method: str, seed: int, test, rcfg, convention: str = "zeroq") -> dict:
+    """Quantize (``convention``), calibrate (ema), optionally reconstruct; evaluate on ``test``."""
     from dsg_viz.evaluate import evaluate
     from dsg_viz.quant import QuantConfig, calibrate, quantize
     from dsg_viz.quant.reconstruct import reconstruct
 
     t0 = time.perf_counter()
-    qm = quantize(model, QuantConfig.from_bits(bits))
+    qm = quantize(model, QuantConfig.from_bits(bits, convention=convention))
     calibrate(qm, images)
     rec = None
     if method != "calib":
@@ -182,6 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--stage", choices=("samples", "table", "report"), default="table",
                    help="report: rewrite the Markdown table from the JSON for --sources/--bits/--methods, run nothing")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--convention", choices=("zeroq", "brecq"), default="zeroq",
+                   help="layer convention (brecq: first/last layer at 8 bits); use its own --json/--md")
     p.add_argument("--out", default=str(ROOT / "runs" / "reconstruction"))
     p.add_argument("--json", default=str(DOCS / "reconstruction.json"))
     p.add_argument("--md", default=str(DOCS / "reconstruction.md"))
@@ -222,6 +224,8 @@ def main(argv=None) -> int:
     jpath.parent.mkdir(parents=True, exist_ok=True)
     settings = {"num_samples": args.num_samples, "gen_steps": args.gen_steps, "reconstruction": asdict(rcfg),
                 "quant": "ZeroQ convention, ema calibration, min/max per-channel weights"}
+    if args.convention != "zeroq":  # (the zeroq settings stay as they were, so existing results keep resuming)
+        settings["quant"] = f"{args.convention} convention, ema calibration, min/max per-channel weights"
     res = json.loads(jpath.read_text()) if jpath.is_file() else {}
     if res.get("settings") != settings:
         res = {"settings": settings, "cells": {}}
@@ -241,7 +245,7 @@ def main(argv=None) -> int:
                     key = f"{m}|{src}|{b}|seed{seed}"
                     if key in res["cells"]:
                         continue
-                    cell = run_cell(model, images, b, m, seed, test, rcfg)
+                    cell = run_cell(model, images, b, m, seed, test, rcfg, args.convention)
                     res["cells"][key] = cell
                     jpath.write_text(json.dumps(res, indent=1))
                     write_md(res, mpath)
