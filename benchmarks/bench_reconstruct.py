@@ -69,11 +69,10 @@ def _margin_scale() -> float | None:
 def _one_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, data_root: str | None):
     from dsg_viz.compare import CompareConfig, get_samples
 
-    if source in ("zeroq", "dsg", "gaussian", "real"):
-        hit = _cached_main_table_set(source, n, seed)
-        if hit is not None:
-            s, path = hit
-            return s, {"file": path, "steps": s.config.get("steps"), "seconds": s.seconds}
+    hit = _cached_main_table_set(source, n, seed)
+    if hit is not None:
+        s, path = hit
+        return s, {"file": path, "steps": s.config.get("steps"), "seconds": s.seconds}
     cfg = CompareConfig(num_samples=n, steps=None if source in ("real", "gaussian") else gen_steps, batch_size=128,
                         margin_scale=_margin_scale() if source == "dsg" else None, data_root=data_root)
     t0 = time.perf_counter()
@@ -99,9 +98,8 @@ def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, da
         raise SystemExit(f"--num-samples {n}: synthetic sets above {PART} must be a multiple of {PART}")
     k = n // PART
     parts = [_one_set(model, source, PART, k * seed + i, gen_steps, out, data_root) for i in range(k)]
-    s = parts[0][0]
-    images = torch.cat([p[0].images for p in parts])
-    s = replace(s, images=images, labels=torch.cat([p[0].labels for p in parts]), seed=seed)
+    s = replace(parts[0][0], images=torch.cat([p[0].images for p in parts]),
+                labels=torch.cat([p[0].labels for p in parts]), seed=seed)
     return s, {"composed_of": [p[1] for p in parts], "seeds": [k * seed + i for i in range(k)]}
 
 

@@ -45,7 +45,6 @@ def collect(root: Path) -> dict:
             "wall_seconds": walls.get(p.parent.name) or walls.get(f"{c['generator']} {c['bits']}"),
             "val_top1_per_epoch": [h.get("val_top1") for h in r["history"]],
             "teacher_acc_on_generated_per_epoch": [round(h["teacher_acc_gen"], 4) for h in r["history"]],
-            "threads": c.get("threads"),
         }
     return cells
 
@@ -53,8 +52,8 @@ def collect(root: Path) -> dict:
 def markdown(cells: dict) -> str:
     lines = ["| generator | bits | preset | seed | final epoch top-1 | val-selected (epoch) top-1 | s / iteration | "
              "train s |", "|---|---|---|---|---|---|---|---|"]
-    for k in sorted(cells, key=lambda k: (k.split("|")[2], k.split("|")[1], k.split("|")[0], k.split("|")[3])):
-        g, b, pr, s = k.split("|")
+    for g, b, pr, s in sorted((k.split("|") for k in cells), key=lambda t: (t[2], t[1], t[0], t[3])):
+        k = "|".join((g, b, pr, s))
         c = cells[k]
         f, v = c["final"], c["val_selected"]
         lines.append(f"| `{g}` | {b} | `{pr}` | {s[4:]} | {f['test']['top1']:.2f} | {v['test']['top1']:.2f} "

@@ -234,8 +234,8 @@ def cosine_gram(x: torch.Tensor) -> torch.Tensor:
     """Return the cosine-similarity Gram matrix [N, N] (float64) of ``x`` [N, ...] (rows flattened, L2-normalised).
 
     The product ``f f^T`` runs in the input dtype; only the [N, N] result is normalised in float64 (for ``eigh`` and
-    its backward). Normalising the [N, D] rows in float64 first gave the same matrix to 3e-8 at 1.6x the cost of the
-    whole SCI term at N = 256 (benchmarks/bench_generation.py, docs/benchmarks.md).
+    its backward). Normalising the [N, D] rows in float64 first gives the same matrix to ~3e-8 and made the SCI term
+    2.5-2.7x slower at N = 64-256 (benchmarks/bench_sci.py, docs/benchmarks.md).
     """
     f = x.flatten(1)
     g = (f @ f.T).double()
