@@ -103,6 +103,24 @@ def get_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, da
     return s, {"composed_of": [p[1] for p in parts], "seeds": [k * seed + i for i in range(k)]}
 
 
+def _merge_write(res: dict, jpath: Path) -> dict:
+    """Write ``res`` to ``jpath`` under an exclusive lock, first merging the cells and sample provenance another
+    process (``--seed-start``) wrote there with the same settings; write via a temporary file and rename, so a
+    reader never sees half a file. Returns the merged dict."""
+    import fcntl
+
+    with open(jpath.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = json.loads(jpath.read_text()) if jpath.is_file() else {}
+        if disk.get("settings") == res["settings"]:
+            res["cells"] = {**disk.get("cells", {}), **res["cells"]}
+            res["samples"] = {**disk.get("samples", {}), **res.get("samples", {})}
+        tmp = jpath.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=1))
+        os.replace(tmp, jpath)
+    return res
+
+
 def run_cell(model, images, bits: str, method: str, seed: int, test, rcfg, convention: str = "zeroq") -> dict:
     """Quantize (``convention``), calibrate (ema), optionally reconstruct; evaluate on ``test``."""
     from dsg_viz.evaluate import evaluate
@@ -173,6 +191,8 @@ def main(argv=None) -> int:
     p.add_argument("--bits", default="W4A4")
     p.add_argument("--methods", default="calib,adaround,brecq")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seed-start", type=int, default=0,
+                   help="run seeds seed-start … seeds-1 only (two processes with different ranges can share one --json)")
     p.add_argument("--num-samples", type=int, default=256)
     p.add_argument("--gen-steps", type=int, default=500,
                    help="generation steps of zeroq/dsg sets made here (the paper setting is 500)")
@@ -207,8 +227,9 @@ def main(argv=None) -> int:
     sources, bits, methods = (args.sources.split(","), args.bits.split(","), args.methods.split(","))
     rcfg = ReconstructionConfig() if args.iters is None else ReconstructionConfig(iters=args.iters)
 
+    seeds = range(args.seed_start, args.seeds)
     sets = {}
-    for seed in range(args.seeds):
+    for seed in seeds:
         for src in sources:
             t0 = time.perf_counter()
             sets[(src, seed)] = get_set(model, src, args.num_samples, seed, args.gen_steps, out, args.data_root)
@@ -235,7 +256,7 @@ def main(argv=None) -> int:
         res["fp_top1"] = evaluate(model, test)["top1"]
     res["test_n"] = len(test)
     res["samples"] = {f"{src}|seed{seed}": info for (src, seed), (_, info) in sets.items()}
-    for seed in range(args.seeds):
+    for seed in seeds:
         for src in sources:
             images = sets[(src, seed)][0].images
             for b in bits:
@@ -245,11 +266,11 @@ def main(argv=None) -> int:
                         continue
                     cell = run_cell(model, images, b, m, seed, test, rcfg, args.convention)
                     res["cells"][key] = cell
-                    jpath.write_text(json.dumps(res, indent=1))
+                    res = _merge_write(res, jpath)
                     write_md(res, mpath)
                     print(f"[{time.strftime('%H:%M:%S')}] {key}: top1 {cell['top1']:.2f}, "
                           f"{cell['quant_seconds']:.0f} s", flush=True)
-    jpath.write_text(json.dumps(res, indent=1))
+    res = _merge_write(res, jpath)
     write_md(res, mpath)
     return 0
 
