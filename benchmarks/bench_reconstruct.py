@@ -4,6 +4,7 @@ brecq), top-1 on the full test split and wall time of each cell, on one CPU thre
     python benchmarks/bench_reconstruct.py --stage samples            # make / load the sample sets only
     python benchmarks/bench_reconstruct.py                            # the table (W4A4, 256 samples, seed 0)
     python benchmarks/bench_reconstruct.py --bits W4A4,W3A3 --seeds 2 # more cells; finished ones are reused
+    python benchmarks/bench_reconstruct.py --seeds 3 --seed-start 2  # seed 2 only: run beside --seeds 2 --seed-start 1
 
 Sample sets: ``real`` = 256 train images (``dsg_viz.data.sample_calibration``, never test or val); ``gaussian``;
 every source is reused from the main table's paper-setting sets (``runs/tables/main-{base,dsg}-zeroq/samples``,
