@@ -45,6 +45,7 @@ class CompareConfig:
     data_root: str | None = None
     eval_limit: int | None = None  # evaluate on a fixed subset of the evaluation split (smoke runs only)
     eval_split: str = "test"  # "test" for reported numbers; "val" (last 500 train images per class) for tuning
+    device: str = "cpu"  # where the model runs ("cpu", "cuda", "cuda:N"); not part of a cell's identity
 
     def validate(self) -> None:
         from .generation import METHODS
@@ -170,7 +171,7 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     spec = get_spec(cfg.model)
     ckpt = resolve_checkpoint(cfg.checkpoint, spec.default_checkpoint, cfg.data_root, spec.dataset)
-    model = create_model(cfg.model, ckpt)
+    model = create_model(cfg.model, ckpt).to(cfg.device)
     sha = sha256_file(ckpt) if ckpt else None
     if cfg.eval_split == "val":
         from .data import train_val_split
@@ -321,68 +322,3 @@ def _parse_list(s: str) -> tuple[str, ...]:
 # settings of `dsg-viz demo`: the embedded default, sized to finish within ~5 minutes on 2 cores
 DEMO = dict(model="resnet20_cifar10", checkpoint_file="resnet20_cifar10_jpeg.pt", sources=DEMO_SOURCES,
             bits=("W4A4", "W6A6"), seeds=1, num_samples=128, steps=200, batch_size=128)
-
-
-def _cmd_compare(args, demo: bool = False) -> None:
-    from .data import resolve_data_root
-
-    if demo:
-        ckpt = args.checkpoint or str(resolve_data_root(args.data_root) / "models" / "cifar10" /
-                                      DEMO["checkpoint_file"])
-        cfg = CompareConfig(model=DEMO["model"], checkpoint=ckpt, sources=DEMO["sources"], bits=DEMO["bits"],
-                            seeds=DEMO["seeds"], num_samples=DEMO["num_samples"], steps=DEMO["steps"],
-                            batch_size=DEMO["batch_size"], data_root=args.data_root, bf16=args.bf16)
-    else:
-        cfg = CompareConfig(model=args.model, checkpoint=args.checkpoint, sources=_parse_list(args.sources),
-                            bits=_parse_list(args.bits), seeds=args.seeds, num_samples=args.num_samples,
-                            steps=args.steps, batch_size=args.batch_size, calibration=args.calibration,
-                            weight_range=args.weight_range, convention=args.convention,
-                            methods=_parse_list(args.method), margin_scale=args.margin_scale, bf16=args.bf16,
-                            data_root=args.data_root, eval_limit=args.eval_limit, eval_split=args.eval_split)
-    t0 = time.perf_counter()
-    res = run_compare(cfg, args.out, progress=not args.json, log=(lambda *a: None) if args.json else print)
-    wall = time.perf_counter() - t0
-    md = results_markdown(res, cfg)
-    if args.json:
-        print(json.dumps({"out": str(args.out), "fp": res["fp"]["top1"], "table": res["table"],
-                          "seconds": round(wall, 1)}))
-    else:
-        print(md)
-        print(f"wrote {args.out}/results.json, results.md, accuracy.png in {wall:.0f} s")
-
-
-def register_cli(sub) -> None:
-    """Add ``compare`` and ``demo`` to the ``dsg-viz`` subparsers."""
-    from .cli import _add_common
-
-    q = sub.add_parser("compare", help="noise vs ZeroQ vs DSG vs real data, quantized and evaluated")
-    _add_common(q)
-    q.add_argument("--sources", default=",".join(DEMO_SOURCES), help="comma-separated sources (presets or real)")
-    q.add_argument("--bits", default="W4A4,W6A6,W8A8", help="comma-separated bit widths, e.g. W4A4,W6A6")
-    q.add_argument("--seeds", type=int, default=3)
-    q.add_argument("--num-samples", type=int, default=256)
-    q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's, 500)")
-    q.add_argument("--batch-size", type=int, default=None)
-    q.add_argument("--calibration", default="ema", choices=["ema", "minmax", "percentile", "mse"])
-    q.add_argument("--weight-range", default="minmax", choices=["minmax", "mse"])
-    q.add_argument("--convention", default="zeroq", choices=["zeroq", "brecq"],
-                   help="zeroq: every layer at the same bits; brecq: first/last layer at 8 bits")
-    q.add_argument("--method", default="calib",
-                   help="comma-separated: calib, adaround, brecq (reconstruction), qat (generator + distillation, "
-                        "rows zeroq→gdfq and dsg→dsg generators, CPU schedule)")
-    q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
-    q.add_argument("--bf16", action="store_true", help="bf16 autocast in generation")
-    q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
-    q.add_argument("--eval-split", default="test", choices=["test", "val"],
-                   help="test: report; val: 5,000 held-out train images, for tuning any setting")
-    q.add_argument("--out", required=True)
-    q.set_defaults(func=_cmd_compare)
-
-    q = sub.add_parser("demo", help="compare with the embedded default (JPEG ResNet-20, W4A4/W6A6, ~5 min)")
-    q.add_argument("--checkpoint", default=None)
-    q.add_argument("--data-root", default=None)
-    q.add_argument("--threads", type=int, default=None)
-    q.add_argument("--bf16", action="store_true")
-    q.add_argument("--json", action="store_true")
-    q.add_argument("--out", default="runs/demo")
-    q.set_defaults(func=lambda a: _cmd_compare(a, demo=True))

@@ -176,3 +176,17 @@ def denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x * s + m).clamp(0, 1)
+
+
+def load_eval_split(spec, split: str = "test", data_root: str | os.PathLike | None = None) -> Split:
+    """Return the evaluation split of ``spec.dataset``: CIFAR-10 ``test``/``train``/``val`` (the 5,000 held-out
+    train images); ImageNet-size models read ``<root>/val/<wnid>/*.JPEG`` (see :mod:`dsg_viz.imagenet`)."""
+    if spec.dataset == "cifar10":
+        if split == "val":
+            return train_val_split(data_root)[1]
+        return load_split(split, data_root)
+    if spec.dataset == "imagenet":
+        from .imagenet import load_imagenet_split
+
+        return load_imagenet_split(split, data_root, size=spec.input_size[-1])
+    raise DataError(f"no evaluation data for dataset {spec.dataset!r}")

@@ -65,33 +65,3 @@ def report_markdown(rep: dict) -> str:
               f"SDA keeps {100 * rep['loss_left_noise_init']:.1f} % of the ZeroQ loss of a fresh noise batch and "
               f"{100 * rep['loss_left_real']:.1f} % of that of real validation images."]
     return "\n".join(lines)
-
-
-def register_cli(sub) -> None:
-    from .cli import _add_common
-
-    q = sub.add_parser("margins", help="SDA margin sanity check: noise margins vs real validation-image spread")
-    _add_common(q)
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--quantile", type=float, default=0.9)
-    q.add_argument("--source", default="per_sample", choices=["per_sample", "batch"])
-    q.add_argument("--axis", default="layer", choices=["layer", "channel"])
-    q.add_argument("--real", type=int, default=512, help="number of validation images for the reference")
-    q.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> None:
-    import json
-
-    from .cli import _load_model
-    from .data import normalize, train_val_split
-
-    model, _, _ = _load_model(args)
-    _, val = train_val_split(args.data_root)
-    idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:args.real]
-    x = normalize(val.images[idx], model.spec.mean, model.spec.std)
-    rep = margin_report(model, x, args.batch_size, args.quantile, args.source, args.axis)
-    if args.json:
-        print(json.dumps(rep))
-    else:
-        print(report_markdown(rep))

@@ -1,0 +1,49 @@
+"""``dsg-viz`` command line: eval, generate, compare, demo, diagnose, margins, qat, fetch, list-models.
+
+Each command lives in a module of this package (``core``, ``compare``, ``diagnose``, ``margins``, ``qat``) that
+turns parsed options into a typed config and calls the library; library modules never see an argparse namespace.
+Expected errors (bad paths, wrong checkpoint, unknown names, out-of-range options) print one line
+``error: ...`` and exit with code 2. ``--json`` prints one JSON object on stdout as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import DsgVizError
+from ._common import add_common as _add_common  # noqa: F401  (kept for callers of the old module)
+from ._common import emit as _emit  # noqa: F401
+from ._common import load_model as _load_model  # noqa: F401
+
+COMMAND_MODULES = ("core", "compare", "diagnose", "margins", "qat")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``dsg-viz`` parser with every command registered."""
+    import importlib
+
+    p = argparse.ArgumentParser(prog="dsg-viz", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dsg-viz`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        args.func(args)
+    except DsgVizError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,75 @@
+"""Shared pieces of the ``dsg-viz`` commands: common options, the device rule, model loading, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_common(p: argparse.ArgumentParser, model_default: str | None = "resnet20_cifar10") -> None:
+    """Options every model command takes: ``--model --checkpoint --data-root --threads --device --json``."""
+    p.add_argument("--model", default=model_default, help="registered model name (see 'dsg-viz list-models')")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file (.th/.pt); default: <data-root>/models/<dataset>/<published file>")
+    p.add_argument("--data-root", default=None, help="data root (default: $DSG_VIZ_DATA_ROOT, else ./data)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    add_device(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)")
+
+
+def resolve_device(name: str | None):
+    """``auto``/``None`` → ``cuda`` when available else ``cpu``; ``cpu``; ``cuda`` / ``cuda:N`` (checked)."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use one of {', '.join(DEVICES)} or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r}; use one of {', '.join(DEVICES)} or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); "
+                              f"use cuda:0…cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+def load_model(args):
+    """Build ``args.model`` from its checkpoint on ``args.device``; return ``(model, checkpoint, sha256)``."""
+    from ..data import resolve_checkpoint
+    from ..models import create_model, get_spec, sha256_file
+
+    spec = get_spec(args.model)
+    given = args.checkpoint or getattr(args, "weights", None)
+    ckpt = resolve_checkpoint(given, spec.default_checkpoint, args.data_root, spec.dataset)
+    model = create_model(args.model, ckpt)
+    sha = sha256_file(ckpt) if ckpt else None
+    device = resolve_device(getattr(args, "device", "cpu"))
+    return model.to(device), ckpt, sha
+
+
+def emit(args, obj: dict, human: str) -> None:
+    """Print ``obj`` as one JSON line with ``--json``, else the human-readable text."""
+    if args.json:
+        print(json.dumps(obj))
+    else:
+        print(human)
+
+
+def parse_list(s: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` → ``("a", "b", "c")``."""
+    return tuple(x.strip() for x in s.split(",") if x.strip())

@@ -1,0 +1,80 @@
+"""``compare`` (the main job) and ``demo`` (the embedded default)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ._common import add_common, add_device, parse_list, resolve_device
+
+
+def cmd_compare(args, demo: bool = False) -> None:
+    from ..compare import DEMO, DEMO_SOURCES, CompareConfig, results_markdown, run_compare  # noqa: F401
+    from ..data import resolve_data_root
+
+    device = str(resolve_device(args.device))
+    if demo:
+        ckpt = args.checkpoint or str(resolve_data_root(args.data_root) / "models" / "cifar10" /
+                                      DEMO["checkpoint_file"])
+        cfg = CompareConfig(model=DEMO["model"], checkpoint=ckpt, sources=DEMO["sources"], bits=DEMO["bits"],
+                            seeds=DEMO["seeds"], num_samples=DEMO["num_samples"], steps=DEMO["steps"],
+                            batch_size=DEMO["batch_size"], data_root=args.data_root, bf16=args.bf16,
+                            device=device)
+    else:
+        cfg = CompareConfig(model=args.model, checkpoint=args.checkpoint, sources=parse_list(args.sources),
+                            bits=parse_list(args.bits), seeds=args.seeds, num_samples=args.num_samples,
+                            steps=args.steps, batch_size=args.batch_size, calibration=args.calibration,
+                            weight_range=args.weight_range, convention=args.convention,
+                            methods=parse_list(args.method), margin_scale=args.margin_scale, bf16=args.bf16,
+                            data_root=args.data_root, eval_limit=args.eval_limit, eval_split=args.eval_split,
+                            device=device)
+    t0 = time.perf_counter()
+    res = run_compare(cfg, args.out, progress=not args.json, log=(lambda *a: None) if args.json else print)
+    wall = time.perf_counter() - t0
+    if res is None:  # a non-zero rank of a distributed run: rank 0 reports
+        return
+    md = results_markdown(res, cfg)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "fp": res["fp"]["top1"], "table": res["table"],
+                          "seconds": round(wall, 1)}))
+    else:
+        print(md)
+        print(f"wrote {args.out}/results.json, results.md, accuracy.png in {wall:.0f} s")
+
+
+def register(sub) -> None:
+    """Add ``compare`` and ``demo``."""
+    from ..compare import DEMO_SOURCES
+
+    q = sub.add_parser("compare", help="noise vs ZeroQ vs DSG vs real data, quantized and evaluated")
+    add_common(q)
+    q.add_argument("--sources", default=",".join(DEMO_SOURCES), help="comma-separated sources (presets or real)")
+    q.add_argument("--bits", default="W4A4,W6A6,W8A8", help="comma-separated bit widths, e.g. W4A4,W6A6")
+    q.add_argument("--seeds", type=int, default=3)
+    q.add_argument("--num-samples", type=int, default=256)
+    q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's, 500)")
+    q.add_argument("--batch-size", type=int, default=None)
+    q.add_argument("--calibration", default="ema", choices=["ema", "minmax", "percentile", "mse"])
+    q.add_argument("--weight-range", default="minmax", choices=["minmax", "mse"])
+    q.add_argument("--convention", default="zeroq", choices=["zeroq", "brecq"],
+                   help="zeroq: every layer at the same bits; brecq: first/last layer at 8 bits")
+    q.add_argument("--method", default="calib",
+                   help="comma-separated: calib, adaround, brecq (reconstruction), qat (generator + distillation, "
+                        "rows zeroq→gdfq and dsg→dsg generators, CPU schedule)")
+    q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
+    q.add_argument("--bf16", action="store_true", help="bf16 autocast in generation")
+    q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
+    q.add_argument("--eval-split", default="test", choices=["test", "val"],
+                   help="test: report; val: 5,000 held-out train images, for tuning any setting")
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=cmd_compare)
+
+    q = sub.add_parser("demo", help="compare with the embedded default (JPEG ResNet-20, W4A4/W6A6, ~5 min)")
+    q.add_argument("--checkpoint", default=None)
+    q.add_argument("--data-root", default=None)
+    q.add_argument("--threads", type=int, default=None)
+    add_device(q)
+    q.add_argument("--bf16", action="store_true")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--out", default="runs/demo")
+    q.set_defaults(func=lambda a: cmd_compare(a, demo=True))

@@ -1,0 +1,116 @@
+"""``list-models``, ``eval``, ``generate`` and ``fetch``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import add_common, emit, load_model
+
+
+def cmd_list_models(args) -> None:
+    from ..models import get_spec, list_models
+
+    rows = [dict(vars(get_spec(n))) for n in list_models()]
+    human = "\n".join(f"{r['name']:<20} {r['dataset']:<9} input {r['input_size']}  BN layers {r['num_bn']}"
+                      for r in rows)
+    emit(args, {"models": rows}, human)
+
+
+def cmd_eval(args) -> None:
+    import torch
+
+    from ..data import load_eval_split
+    from ..evaluate import evaluate
+
+    model, ckpt, _ = load_model(args)
+    split = load_eval_split(model.spec, args.split, args.data_root)
+    if args.limit:
+        split = split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:args.limit])
+    r = evaluate(model, split, progress=not args.json)
+    r.update({"model": args.model, "checkpoint": ckpt, "split": args.split, "device": str(model_device(model))})
+    emit(args, r, f"{args.model} on {model.spec.dataset} {args.split} ({r['n']} images): top-1 {r['top1']:.2f}  "
+                  f"top-5 {r['top5']:.2f}")
+
+
+def model_device(model):
+    return next(model.parameters()).device
+
+
+def cmd_generate(args) -> None:
+    from dataclasses import replace
+
+    from ..generation import MarginConfig, make_samples
+
+    model, ckpt, sha = load_model(args)
+    overrides = {"batch_size": args.batch_size, "steps": args.steps, "lr": args.lr}
+    if args.margin_quantile is not None or args.margin_scale is not None or args.margin_source or args.margin_axis \
+            or args.margins_file:
+        from ..generation import preset
+
+        base = preset(args.method).margins if args.method != "real" else MarginConfig()
+        overrides["margins"] = replace(
+            base, **{k: v for k, v in {"quantile": args.margin_quantile, "scale": args.margin_scale,
+                                       "source": args.margin_source, "axis": args.margin_axis,
+                                       "file": args.margins_file}.items() if v is not None})
+    if args.bf16:
+        overrides["autocast_bf16"] = True
+    s = make_samples(model, args.method, args.num_samples, seed=args.seed, data_root=args.data_root,
+                     progress=not args.json, checkpoint_sha256=sha, **overrides)
+    out = s.save(args.out, grid=True, mean=model.spec.mean, std=model.spec.std)
+    final = {k: v[-1][-1] for k, v in s.history.items() if v and v[-1]}
+    obj = {"out": str(out), "grid": str(Path(out).with_suffix(".png")), "method": s.method, "num_samples": len(s),
+           "seconds": round(s.seconds, 2), "interrupted": s.interrupted, "final_loss": final,
+           "device": str(model_device(model))}
+    emit(args, obj, f"wrote {len(s)} {s.method} samples to {out} (grid {obj['grid']}) in {s.seconds:.1f} s"
+                    + (" [interrupted]" if s.interrupted else ""))
+
+
+def cmd_fetch(args) -> None:
+    from ..data import resolve_data_root
+    from ..fetch import fetch
+
+    root = resolve_data_root(args.data_root)
+    r = fetch(root, models=args.models.split(",") if args.models else None, dataset=not args.no_dataset,
+              base_url=args.base_url)
+    emit(args, r, f"fetched into {root}: dataset {r['dataset']}, checkpoints {', '.join(r['checkpoints'])}")
+
+
+def register(sub) -> None:
+    """Add ``list-models``, ``eval``, ``generate`` and ``fetch``."""
+    from ..generation import METHODS
+
+    q = sub.add_parser("list-models", help="list registered models")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_list_models)
+
+    q = sub.add_parser("eval", help="top-1/top-5 of a model on its test (or train) split")
+    add_common(q)
+    q.add_argument("--split", default="test", choices=["test", "train", "val"],
+                   help="test; train; val (CIFAR: 5,000 held-out train images; ImageNet: the val folder)")
+    q.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many images")
+    q.set_defaults(func=cmd_eval)
+
+    q = sub.add_parser("generate", help="generate a sample set (gaussian, zeroq, dsg, ..., or real)")
+    add_common(q)
+    q.add_argument("--method", default="dsg", choices=METHODS)
+    q.add_argument("--num-samples", type=int, default=256)
+    q.add_argument("--batch-size", type=int, default=None)
+    q.add_argument("--steps", type=int, default=None)
+    q.add_argument("--lr", type=float, default=None)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--margin-quantile", type=float, default=None, help="SDA margin quantile ε (paper 0.9)")
+    q.add_argument("--margin-scale", type=float, default=None, help="multiply the SDA margins by this factor")
+    q.add_argument("--margin-source", default=None, choices=["per_sample", "batch"])
+    q.add_argument("--margin-axis", default=None, choices=["layer", "channel"])
+    q.add_argument("--margins-file", default=None, help="load margins (.pt, .npz or folder with m.npy/n.npy)")
+    q.add_argument("--bf16", action="store_true", help="bf16 autocast for forward/backward (stats stay fp32)")
+    q.add_argument("--out", required=True, help="output .pt file (a PNG grid is written beside it)")
+    q.set_defaults(func=cmd_generate)
+
+    q = sub.add_parser("fetch", help="download CIFAR-10 and the published checkpoints into the data root")
+    q.add_argument("--data-root", default=None)
+    q.add_argument("--models", default=None, help="comma-separated model names (default: all CIFAR ResNets)")
+    q.add_argument("--no-dataset", action="store_true", help="only the checkpoints")
+    q.add_argument("--base-url", default=None, help="override the checkpoints' base URL (e.g. a file:// mirror)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_fetch)

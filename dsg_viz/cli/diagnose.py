@@ -1,0 +1,65 @@
+"""``diagnose``: homogenization diagnostics of sample sets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ._common import add_common, load_model
+
+
+def cmd_diagnose(args) -> None:
+    from ..diagnostics import metrics as M
+    from ..diagnostics.report import diagnose
+    from ..generation import SampleSet, make_samples, preset
+
+    model, _, sha = load_model(args)
+    sets = {}
+    for f in args.samples or []:
+        s = SampleSet.load(f)
+        key = s.method if s.method not in sets else Path(f).stem
+        sets[key] = s
+    if args.real:
+        sets["real"] = make_samples(model, "real", args.real, seed=args.seed, data_root=args.data_root,
+                                    progress=False)
+    for src in [x.strip() for x in (args.sources or "").split(",") if x.strip()]:
+        if src in sets:
+            continue
+        overrides = {} if src == "real" else {"steps": args.steps if preset(src).steps else None,
+                                              "batch_size": args.batch_size}
+        sets[src] = make_samples(model, src, args.num_samples, seed=args.seed, data_root=args.data_root,
+                                 progress=not args.json, checkpoint_sha256=sha, **overrides)
+    layer = args.layer
+    if layer is not None and layer.lstrip("-").isdigit():
+        layer = int(layer)
+    t0 = time.perf_counter()
+    res = diagnose(model, sets, args.out, layer=layer, channel=args.channel, tsne_points=args.tsne_points,
+                   perplexity=args.perplexity, seed=args.seed, progress=not args.json)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "scores": res["scores"], "files": res["files"],
+                          "seconds": round(time.perf_counter() - t0, 1)}))
+    else:
+        print(M.summary_markdown(res))
+        print(f"wrote {args.out}/report.html, summary.json, summary.md and {len(res['files']) - 3} figures")
+
+
+def register(sub) -> None:
+    """Add ``diagnose`` to the ``dsg-viz`` subparsers."""
+    q = sub.add_parser("diagnose", help="homogenization diagnostics of sample sets (figures, scores, report.html)")
+    add_common(q)
+    q.add_argument("--samples", nargs="*", default=None, help="saved sample sets (.pt from 'dsg-viz generate')")
+    q.add_argument("--sources", default="real,gaussian,zeroq,dsg",
+                   help="comma-separated sources to generate (presets or real); '' for saved sets only")
+    q.add_argument("--num-samples", type=int, default=256)
+    q.add_argument("--real", type=int, default=None, metavar="N",
+                   help="add N real train images (validation subset excluded) as the reference source")
+    q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's)")
+    q.add_argument("--batch-size", type=int, default=None)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--layer", default=None, help="BN layer (index or dotted name) of histogram and scatter")
+    q.add_argument("--channel", type=int, default=0)
+    q.add_argument("--tsne-points", type=int, default=2000)
+    q.add_argument("--perplexity", type=float, default=30.0)
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=cmd_diagnose)
