@@ -9,6 +9,8 @@ Expected errors (bad paths, wrong checkpoint, unknown names, out-of-range option
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from ..errors import DsgVizError
@@ -38,12 +40,28 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    quiet = contextlib.nullcontext()
     try:
-        args.func(args)
+        from .. import distributed
+
+        if distributed.launched():  # under torchrun: join the group; rank r computes on its own device
+            from ._common import resolve_device
+
+            ctx = distributed.init(resolve_device(getattr(args, "device", "cpu")))
+            if hasattr(args, "device"):
+                args.device = str(ctx.device)
+            if not ctx.is_main:  # rank 0 reports; the others stay silent on stdout
+                quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115
+        with quiet:
+            args.func(args)
     except DsgVizError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        from .. import distributed
+
+        distributed.shutdown()
     return 0
