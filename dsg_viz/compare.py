@@ -1,11 +1,12 @@
 """The main job: ``dsg-viz compare`` — sample sources × bit widths × seeds, quantized, calibrated and evaluated.
 
-For each source (``gaussian``, ``zeroq``, ``dsg``, ``real``, any preset) and seed a sample set is generated (or
-loaded from ``DIR/samples/``); for each bit width the model is quantized (a copy), calibrated on that set with
-the chosen activation-range method and evaluated on the full test split. Every finished cell is written to
-``DIR/results.json`` at once, so an interrupted run restarted with the same arguments reuses finished cells.
-Outputs: ``DIR/results.json``, ``DIR/results.md`` (rows = source, columns = bit widths, mean ± std over seeds,
-plus FP) and ``DIR/accuracy.png``.
+For each source (``gaussian``, ``zeroq``, ``dsg``, ``real``, any preset) and seed a sample set is generated, or
+loaded from the shared sample cache (:mod:`dsg_viz.cache`, ``runs/cache/`` by default: the one ``make demo``, the
+notebooks and the widget panels use), and linked with a PNG grid into ``DIR/samples/``; for each bit width the
+model is quantized (a copy), calibrated on that set with the chosen activation-range method and evaluated on the
+full test split. Every finished cell is written to ``DIR/results.json`` at once, so an interrupted run restarted
+with the same arguments reuses finished cells. Outputs: ``DIR/results.json``, ``DIR/results.md`` (rows = source,
+columns = bit widths, mean ± std over seeds, plus FP) and ``DIR/accuracy.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ DEMO_SOURCES = ("gaussian", "zeroq", "dsg", "real")
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Settings of one comparison. ``steps``/``batch_size`` ``None`` keep each preset's (paper) defaults."""
+    """Settings of one comparison. ``steps``/``batch_size`` ``None`` keep each preset's (paper) defaults.
+    Deprecated source names (``zeroq-original``, ``zeroq+sda``, ...) are replaced by today's name with a warning."""
 
     model: str = "resnet20_cifar10"
     checkpoint: str | None = None
@@ -46,6 +48,13 @@ class CompareConfig:
     eval_limit: int | None = None  # evaluate on a fixed subset of the evaluation split (smoke runs only)
     eval_split: str = "test"  # "test" for reported numbers; "val" (last 500 train images per class) for tuning
     device: str = "cpu"  # where the model runs ("cpu", "cuda", "cuda:N"); not part of a cell's identity
+
+    def __post_init__(self):
+        from .generation import DEPRECATED_NAMES, resolve_method
+
+        if any(s in DEPRECATED_NAMES for s in self.sources):
+            object.__setattr__(self, "sources", tuple(resolve_method(s) if s in DEPRECATED_NAMES else s
+                                                      for s in self.sources))
 
     def validate(self) -> None:
         from .generation import METHODS
@@ -73,45 +82,73 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _sample_path(out: Path, cfg: CompareConfig, source: str, seed: int) -> Path:
+    """Return ``out/samples/<tag>.pt``: the readable name under which a run links its sample sets (beside a PNG
+    grid). The shared cache (:mod:`dsg_viz.cache`) keys the sets themselves."""
     from .generation import preset
 
     tag = f"{source}-n{cfg.num_samples}-seed{seed}"
     if source != "real" and preset(source).steps:  # real and gaussian samples do not depend on these settings
         tag += f"-steps{cfg.steps if cfg.steps is not None else 'def'}-bs{cfg.batch_size or 'def'}"
-        if cfg.margin_scale is not None and source not in ("gaussian", "zeroq"):
+        if cfg.margin_scale is not None and preset(source).sda:
             tag += f"-ms{cfg.margin_scale:g}"
         if cfg.bf16:
             tag += "-bf16"
     return out / "samples" / f"{tag}.pt"
 
 
-def get_samples(model, cfg: CompareConfig, source: str, seed: int, out: Path, sha: str | None = None,
-                progress: bool = True):
-    """Return the sample set of ``source``/``seed``, loading it from ``out/samples`` when already generated."""
+def sample_overrides(cfg: CompareConfig, source: str) -> dict:
+    """Return the :class:`~dsg_viz.generation.GenerationConfig` overrides a comparison applies to preset ``source``
+    (``{}`` for ``real``): its steps, batch size, bf16 and margin scale, :data:`~dsg_viz.generation.NOT_GIVEN` where
+    the comparison keeps the preset's value. A preset without optimization (``gaussian``: 0 steps) keeps its 0
+    steps whatever ``cfg.steps`` says."""
     from dataclasses import replace
 
-    from .generation import SampleSet, make_samples, preset
+    from .generation import NOT_GIVEN, preset
 
-    path = _sample_path(out, cfg, source, seed)
-    if path.is_file():
+    if source == "real":
+        return {}
+    p = preset(source)
+    overrides = {"steps": cfg.steps if p.steps and cfg.steps is not None else NOT_GIVEN,
+                 "batch_size": cfg.batch_size if cfg.batch_size is not None else NOT_GIVEN}
+    if cfg.bf16:
+        overrides["autocast_bf16"] = True
+    if cfg.margin_scale is not None and p.sda:
+        overrides["margins"] = replace(p.margins, scale=cfg.margin_scale)
+    return overrides
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Make ``dst`` a hard link to ``src`` (a copy where links are impossible), replacing it atomically."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
         try:
-            s = SampleSet.load(path)
-            if not s.interrupted and len(s) == cfg.num_samples:
-                return s
-        except Exception:  # noqa: BLE001 - a bad cache entry is regenerated
-            pass
-    overrides = {}
-    if source != "real":
-        # a preset without optimization (gaussian: steps 0) stays unoptimized whatever --steps says
-        overrides = {"steps": cfg.steps if preset(source).steps else None, "batch_size": cfg.batch_size}
-        if cfg.bf16:
-            overrides["autocast_bf16"] = True
-        if cfg.margin_scale is not None and preset(source).sda:
-            overrides["margins"] = replace(preset(source).margins, scale=cfg.margin_scale)
-    s = make_samples(model, source, cfg.num_samples, seed=seed, data_root=cfg.data_root, progress=progress,
-                     checkpoint_sha256=sha, **overrides)
-    if not s.interrupted:
-        s.save(path, grid=True, mean=model.spec.mean, std=model.spec.std)
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def get_samples(model, cfg: CompareConfig, source: str, seed: int, out: Path | None, sha: str | None = None,
+                progress: bool = True, cache_dir: str | os.PathLike | None = None):
+    """Return the sample set of ``source``/``seed`` from the shared sample cache (:mod:`dsg_viz.cache`; generated
+    and cached when missing) and, if ``out`` is given, link it with a PNG grid into ``out/samples/``."""
+    from .cache import get_or_generate
+    from .generation import save_grid
+
+    hit = get_or_generate(model, source, cfg.num_samples, seed, cache_dir=cache_dir, data_root=cfg.data_root,
+                          checkpoint_sha256=sha, progress=progress, **sample_overrides(cfg, source))
+    s = hit.samples
+    if out is not None and not s.interrupted and hit.path.is_file():
+        path = _sample_path(Path(out), cfg, s.method, seed)
+        _link(hit.path, path)
+        if not path.with_suffix(".png").is_file() or not hit.loaded:
+            save_grid(s.images, path.with_suffix(".png"), model.spec.mean, model.spec.std)
     return s
 
 
@@ -142,16 +179,23 @@ _RESULT_KEYS = ("model", "num_samples", "steps", "batch_size", "calibration", "w
                 "margin_scale", "bf16", "eval_limit", "eval_split")
 
 
-# `--method qat`: the row's source names the generator objective trained during QAT (dsg_viz.qat); sources without
-# a generator counterpart (gaussian, real, ablations) get no qat cell
-QAT_GENERATORS = {"zeroq": "gdfq", "gdfq": "gdfq", "dsg": "dsg", "dsg-official": "dsg-official"}
+# `--method qat`: the row's source names the generator objective trained during QAT (dsg_viz.qat): zeroq+ce (BN
+# alignment + CE) → GDFQ's generator loss (BN batch statistics + CE); dsg / dsg-tuned → the DSG generator at the
+# preset's margin scale (1 / 0.3); dsg-official → the released QAT code's loss. Sources without a generator
+# counterpart (gaussian, real, zeroq without CE, ablations) get no qat cell
+QAT_GENERATORS = {"zeroq+ce": "gdfq", "gdfq": "gdfq", "dsg": "dsg", "dsg-tuned": "dsg",
+                  "dsg-official": "dsg-official"}
 
 
 def _qat_cell(model, src: str, bits: str, seed: int, cfg: CompareConfig, out: Path, sha: str | None) -> dict:
     """Return the QAT cell of ``src`` (its generator objective, CPU schedule ``qat_preset('cpu')``)."""
+    from .generation import PRESETS
     from .qat import qat_cell, qat_preset
 
-    qcfg = qat_preset("cpu", generator=QAT_GENERATORS[src], seed=seed, margin_scale=cfg.margin_scale)
+    scale = cfg.margin_scale
+    if scale is None and src in PRESETS and PRESETS[src].sda:
+        scale = PRESETS[src].margins.scale
+    qcfg = qat_preset("cpu", generator=QAT_GENERATORS[src], seed=seed, margin_scale=scale)
     return qat_cell(model, bits, qcfg, out=out / "qat" / f"{src}-{bits}-seed{seed}", data_root=cfg.data_root,
                     checkpoint_sha256=sha)
 
@@ -160,8 +204,10 @@ def _cell_key(source: str, bits: str, seed: int, method: str) -> str:
     return f"{method}|{source}|{bits}|seed{seed}"
 
 
-def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = True, log=print) -> dict:
-    """Run (or resume) a comparison into ``out`` and return the results dict (also written to disk)."""
+def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = True, log=print,
+                cache_dir: str | os.PathLike | None = None) -> dict:
+    """Run (or resume) a comparison into ``out`` and return the results dict (also written to disk). Sample sets
+    come from the shared sample cache ``cache_dir`` (default :func:`dsg_viz.cache.default_cache_dir`)."""
     from .data import load_split, resolve_checkpoint
     from .evaluate import evaluate
     from .models import create_model, get_spec, sha256_file
@@ -224,7 +270,7 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
                 if method == "qat":
                     cell = _qat_cell(model, src, bits, seed, cfg, out, sha)
                 else:
-                    samples = samples or get_samples(model, cfg, src, seed, out, sha, progress)
+                    samples = samples or get_samples(model, cfg, src, seed, out, sha, progress, cache_dir)
                     cell = quantize_calibrate_eval(model, samples.images, bits, cfg, test, method, seed)
                     cell["gen_seconds"] = round(samples.seconds, 2)
                 cells[_cell_key(src, bits, seed, method)] = cell

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import time
 from dataclasses import asdict, fields, is_dataclass, replace
-from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -69,36 +68,32 @@ def sample_config(num_samples: int, steps: int | None, batch_size: int | None = 
                          seeds=1, **overrides)
 
 
-def cached_samples(model: nn.Module, source: str, cfg, seed: int = 0, cache_dir: str | os.PathLike = "runs",
+def cached_samples(model: nn.Module, source: str, cfg, seed: int = 0, cache_dir: str | os.PathLike | None = None,
                    recompute: bool = False, progress: bool = True, log=print):
-    """Return the sample set ``source`` (a preset or ``"real"``) for ``cfg`` (:func:`sample_config`), loading it
-    from ``cache_dir/samples/`` when it was made before (by a notebook or by ``dsg-viz compare --out cache_dir``).
+    """Return the sample set ``source`` (a preset or ``"real"``) for ``cfg`` (:func:`sample_config`) from the shared
+    sample cache (:mod:`dsg_viz.cache`; ``cache_dir`` ``None`` = ``$DSG_VIZ_SAMPLE_CACHE``, else ``runs/cache/`` of
+    this checkout), generating and caching it when missing. ``make demo``, ``dsg-viz compare`` and the widget panels
+    use the same cache and key (model, checkpoint, the preset's full config, seed, version), so a set made by any of
+    them with the same settings loads at once.
 
     Prints one line saying whether the set was loaded (and from where) or generated (and how long it took).
     ``recompute=True`` deletes the cached file first.
     """
-    from .compare import _sample_path, get_samples
-    from .generation import SampleSet
+    from .cache import get_or_generate
+    from .compare import sample_overrides
 
-    if source == "gaussian":  # noise is never optimized: keep the preset's 0 steps whatever cfg.steps says
-        cfg = replace(cfg, steps=None)
-    out = Path(cache_dir)
-    path = _sample_path(out, cfg, source, seed)
-    if recompute:
-        path.unlink(missing_ok=True)
-    if path.is_file():
-        try:
-            s = SampleSet.load(path)
-        except Exception:  # noqa: BLE001 - a bad cache entry is regenerated below
-            s = None
-        if s is not None and not s.interrupted and len(s) == cfg.num_samples:
-            log(f"{source}: loaded {len(s)} samples from cache {path} (made in {s.seconds:.0f} s; pass "
-                "recompute=True or delete the file to regenerate)")
-            return s
     t0 = time.perf_counter()
-    s = get_samples(model, cfg, source, seed, out, progress=progress)
-    log(f"{source}: generated {len(s)} samples in {time.perf_counter() - t0:.1f} s"
-        + (f", cached in {path}" if path.is_file() else " (interrupted, not cached)"))
+    sha = getattr(model, "checkpoint_sha256", None)
+    hit = get_or_generate(model, source, cfg.num_samples, seed, cache_dir=cache_dir, recompute=recompute,
+                          data_root=cfg.data_root, checkpoint_sha256=sha, progress=progress,
+                          **sample_overrides(cfg, source))
+    s = hit.samples
+    if hit.loaded:
+        log(f"{source}: loaded {len(s)} samples from cache {hit.path} (made in {s.seconds:.0f} s; pass "
+            "recompute=True or delete the file to regenerate)")
+    else:
+        log(f"{source}: generated {len(s)} samples in {time.perf_counter() - t0:.1f} s"
+            + (f", cached in {hit.path}" if hit.path.is_file() else " (interrupted, not cached)"))
     return s
 
 
@@ -176,7 +171,7 @@ def _flat(obj, prefix: str = "") -> dict:
 
 def preset_diff(*names: str, show_all: bool = False) -> str:
     """Return a Markdown table of the :data:`~dsg_viz.generation.PRESETS` fields that differ among ``names``
-    (all fields with ``show_all``): the diff between ``zeroq`` and ``dsg`` *is* the method."""
+    (all fields with ``show_all``): the diff between ``zeroq+ce`` and ``dsg`` *is* the method."""
     from .generation import preset
 
     flats = [_flat(preset(n)) for n in names]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .bn import BNTargets, per_sample_stats
+from .errors import ConfigError
 
 
 @dataclass
@@ -250,7 +251,12 @@ def sci_loss(x: torch.Tensor, mode: str = "intended", noise: torch.Generator | N
       same way) and a sign-invariant structure term:
       ``1e-4 * mean_i (λ_i - λ^G_i)^2 - sum_i λbar^G_i |<u_i, u^G_i>|``.
     * ``"offdiag"``: mean squared off-diagonal cosine similarity ``mean_{i≠j} K_ij^2``.
-    * ``"faithful"``: the released code's value, computed without gradient (the loss is a constant).
+    * ``"faithful"``: like the released code, **no gradient** (its ``Variable(...)`` wrappers detach the
+      eigenpairs, §B.3), so the term only adds a value to the total loss (which the plateau scheduler sees). The
+      value is *not* the released one: this computes the ``"intended"`` formula without gradient, whereas the
+      released ``compute_sci`` uses ``torch.eig`` (unsorted eigenpairs, removed from PyTorch) and the structure
+      term ``|sum_i λbar^G_i (-<u_i, u^G_i>)|`` with arbitrary eigenvector signs; both are random values of the same
+      magnitude, so only ReduceLROnPlateau's decisions can differ.
     """
     n = x.shape[0]
     if n < 2:
@@ -277,11 +283,16 @@ def sci_loss(x: torch.Tensor, mode: str = "intended", noise: torch.Generator | N
 
 
 class CorrelationInhibition(Term):
-    """SCI term (§B.3) on pixels (``on="pixels"``) or penultimate logits (``on="logits"``). Weight it by 1/L."""
+    """SCI term (§B.3) on pixels (``on="pixels"``, the released code) or the logits (``on="logits"``). Weight it by
+    1/L. An unknown ``on`` or ``mode`` raises :class:`~dsg_viz.errors.ConfigError` (no silent fallback)."""
 
     name = "sci"
 
     def __init__(self, mode: str = "intended", on: str = "pixels"):
+        if on not in ("pixels", "logits"):
+            raise ConfigError(f"unknown SCI input {on!r}; use 'pixels' (the released code) or 'logits'")
+        if mode not in ("intended", "offdiag", "faithful"):
+            raise ConfigError(f"unknown SCI mode {mode!r}; use 'intended', 'offdiag' or 'faithful'")
         self.mode, self.on = mode, on
 
     def __call__(self, ctx):

@@ -20,13 +20,11 @@ Panels (display one by leaving it as the last expression of a cell, or ``display
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import types
 import typing
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import dataclass, is_dataclass, replace
 from pathlib import Path
 
 import ipywidgets as W
@@ -412,18 +410,6 @@ GENERATION_LABELS = {"method": "preset", "margins.quantile": "margin quantile ε
                      "steps": "steps", "num_samples": "samples", "batch_size": "batch size", "lr": "learning rate"}
 
 
-def _model_fingerprint(model: nn.Module) -> str:
-    """Return a short hash of a model's name and BN running statistics (what generation reads)."""
-    from .bn import bn_targets
-
-    h = hashlib.sha1(getattr(getattr(model, "spec", None), "name", type(model).__name__).encode())
-    t = bn_targets(model)
-    for m, s in zip(t.mean, t.std):
-        h.update(m.cpu().numpy().tobytes())
-        h.update(s.cpu().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
 class GenerationPanel(Panel):
     """Generate one sample set with a :class:`~dsg_viz.generation.GenerationConfig` built from a preset and the
     form (ε, margin scale, LSE and SCI weights, steps, samples...), and a seed. Run calls
@@ -436,8 +422,11 @@ class GenerationPanel(Panel):
         preset: starting preset name (see :data:`dsg_viz.generation.PRESETS`).
         seed: starting seed.
         compare_to: ``{name: SampleSet}`` shown beside the result (e.g. the notebook's ZeroQ set).
-        cache_dir: if given, each result is saved there under a hash of (model, config, seed) and a later run with
-            the same settings loads it instead of recomputing (tick "recompute" to regenerate).
+        cache_dir: the sample cache (:mod:`dsg_viz.cache`): each result is saved there under a hash of (model,
+            checkpoint, the full config, seed, version) and a later run with the same settings — here, in
+            ``dsg-viz compare`` or in a notebook — loads it instead of recomputing (tick "recompute" to regenerate).
+            ``None`` = the shared default cache (``$DSG_VIZ_SAMPLE_CACHE``, else ``runs/cache/``); ``False`` = no
+            caching.
         fields: the config fields shown in the form.
         **overrides: :class:`GenerationConfig` fields applied to the preset (e.g. ``steps=5, num_samples=16``).
 
@@ -447,13 +436,18 @@ class GenerationPanel(Panel):
     title = "Generate samples"
 
     def __init__(self, model: nn.Module, preset: str = "dsg", seed: int = 0, compare_to: dict | None = None,
-                 cache_dir: str | None = None, fields=GENERATION_FIELDS, **overrides):
+                 cache_dir: str | Path | None | bool = None, fields=GENERATION_FIELDS, **overrides):
         from .generation import PRESETS, SCI_MODES
         from .generation import preset as make_preset
 
         self.model = model
         self.compare_to = dict(compare_to or {})
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        if cache_dir is False:
+            self.cache_dir = None
+        else:
+            from .cache import default_cache_dir
+
+            self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.from_cache = False
         config = make_preset(preset, **overrides)
         self._steps = config.steps or PRESETS["dsg"].steps  # restored when leaving the gaussian preset
@@ -486,23 +480,12 @@ class GenerationPanel(Panel):
         except DsgVizError as e:  # pragma: no cover - sizes come from a valid form
             self._show_error(str(e))
 
-    def _cache_path(self, cfg, seed: int) -> Path:
-        key = json.dumps({"model": _model_fingerprint(self.model), "config": asdict(cfg), "seed": seed},
-                         sort_keys=True, default=str)
-        return self.cache_dir / f"{cfg.method}-seed{seed}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
-
     def _compute(self, cfg):
-        from .generation import SampleSet, generate
+        from .cache import get_or_generate
+        from .generation import generate
 
         seed = int(self.seed.value)
         self.from_cache = False
-        path = self._cache_path(cfg, seed) if self.cache_dir else None
-        if path is not None and path.is_file() and not self.recompute.value:
-            s = SampleSet.load(path)
-            if not s.interrupted:
-                self.from_cache = True
-                self.set_progress(1, 1, f"loaded from cache {path.name}")
-                return s
         nb = math.ceil(cfg.num_samples / cfg.batch_size)
         total = nb * max(cfg.steps, 1)
 
@@ -511,10 +494,15 @@ class GenerationPanel(Panel):
             if done == total or done % max(1, total // 100) == 0:
                 self.set_progress(done, total, f"batch {b + 1}/{nb}, step {step + 1}/{cfg.steps}")
 
-        s = generate(self.model, cfg, seed=seed, progress=False, callback=callback)
-        if path is not None and not s.interrupted:
-            spec = self.model.spec
-            s.save(path, grid=False, mean=spec.mean, std=spec.std)
+        if self.cache_dir is None:
+            s = generate(self.model, cfg, seed=seed, progress=False, callback=callback)
+        else:
+            hit = get_or_generate(self.model, cfg, seed=seed, cache_dir=self.cache_dir,
+                                  recompute=bool(self.recompute.value), progress=False, callback=callback)
+            s, self.from_cache = hit.samples, hit.loaded
+            if hit.loaded:
+                self.set_progress(1, 1, f"loaded from cache {hit.path.name}")
+                return s
         self.set_progress(total, total, f"{len(s)} samples in {s.seconds:.1f} s")
         return s
 

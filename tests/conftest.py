@@ -13,6 +13,19 @@ SHARED = Path(os.environ.get("DSG_VIZ_DATA_ROOT", REPO.parent / "shared"))
 JPEG_CKPT = SHARED / "models" / "cifar10" / "resnet20_cifar10_jpeg.pt"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sample_cache(tmp_path_factory) -> Path:
+    """One sample cache (dsg_viz.cache) for the whole run, never the checkout's runs/cache."""
+    path = tmp_path_factory.mktemp("sample_cache")
+    old = os.environ.get("DSG_VIZ_SAMPLE_CACHE")
+    os.environ["DSG_VIZ_SAMPLE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DSG_VIZ_SAMPLE_CACHE", None)
+    else:
+        os.environ["DSG_VIZ_SAMPLE_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (SHARED / "datasets" / "cifar10-jpeg").is_dir():

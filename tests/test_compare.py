@@ -31,8 +31,9 @@ def test_compare_writes_table_and_resumes(tmp_path, data_root, monkeypatch):
     assert res["table"]["calib"]["real"]["W4A4"]["mean"] < real8 + 1.0
     md = (tmp_path / "results.md").read_text()
     assert "| real |" in md and "| FP |" in md and "zeroq convention" in md
-    # the generated sample sets are cached next to the results
+    # the sample sets are linked (with PNG grids) next to the results; they live in the shared sample cache
     assert len(list((tmp_path / "samples").glob("*.pt"))) == 3
+    assert len(list((tmp_path / "samples").glob("*.png"))) == 3
 
     # a restart reuses every finished cell: nothing is generated or evaluated again
     def boom(*a, **k):
@@ -83,8 +84,32 @@ def test_compare_qat_rows_use_the_generator_of_each_source(tmp_path, data_root, 
         return {"top1": 50.0, "top5": 90.0, "n": 10000, "convention": "test"}
 
     monkeypatch.setattr(qat, "qat_cell", fake_qat_cell)
-    res = run_compare(_cfg(data_root, sources=("gaussian", "zeroq"), bits=("W4A4",), methods=("calib", "qat")),
-                      tmp_path, progress=False, log=lambda *a: None)
-    assert seen == [("gdfq", "W4A4", qat.qat_preset("cpu").epochs)]  # gaussian has no generator counterpart
-    assert set(res["cells"]) == {"calib|gaussian|W4A4|seed0", "calib|zeroq|W4A4|seed0", "qat|zeroq|W4A4|seed0"}
+    res = run_compare(_cfg(data_root, sources=("gaussian", "zeroq", "zeroq+ce"), bits=("W4A4",),
+                           methods=("calib", "qat")), tmp_path, progress=False, log=lambda *a: None)
+    # zeroq+ce (BN + CE) → GDFQ's generator loss; gaussian and the published zeroq have no generator counterpart
+    assert seen == [("gdfq", "W4A4", qat.qat_preset("cpu").epochs)]
+    assert set(res["cells"]) == {"calib|gaussian|W4A4|seed0", "calib|zeroq|W4A4|seed0", "calib|zeroq+ce|W4A4|seed0",
+                                 "qat|zeroq+ce|W4A4|seed0"}
     assert "## qat" in (tmp_path / "results.md").read_text()
+
+
+def test_compare_and_notebooks_share_one_sample_cache(tmp_path, data_root, resnet20, sample_cache):
+    """A set made by `dsg-viz compare` (or `make demo`) loads at once in a notebook with the same settings."""
+    from dsg_viz import notebook_utils as nu
+
+    cfg = _cfg(data_root, sources=("zeroq",), bits=("W8A8",))
+    run_compare(cfg, tmp_path / "cmp", progress=False, log=lambda *a: None)
+    logs = []
+    ncfg = nu.sample_config(cfg.num_samples, cfg.steps, cfg.batch_size, data_root=str(data_root))
+    s = nu.cached_samples(resnet20, "zeroq", ncfg, 0, progress=False, log=logs.append)
+    assert "loaded" in logs[0] and str(sample_cache) in logs[0] and s.method == "zeroq"
+    linked = next((tmp_path / "cmp" / "samples").glob("zeroq-*.pt"))
+    cached = sample_cache.glob(f"resnet20_cifar10/zeroq-n{cfg.num_samples}-seed0-*.pt")
+    assert any(f.read_bytes() == linked.read_bytes() for f in cached)
+
+
+def test_compare_maps_deprecated_sources_with_a_warning():
+    with pytest.warns(FutureWarning, match="'zeroq\\+ce\\+sda'"):
+        cfg = CompareConfig(sources=("gaussian", "zeroq+sda"))
+    assert cfg.sources == ("gaussian", "zeroq+ce+sda")
+    cfg.validate()

@@ -173,8 +173,10 @@ def test_every_preset_runs_and_lowers_total(tiny, method):
 def test_objective_terms_named(tiny):
     obj = build_objective(PRESETS["dsg"], 3, _margins(tiny, 0.1))
     assert obj.names == ["sda", "lse", "sci", "input", "ce", "tv", "l2"]
-    obj = build_objective(PRESETS["zeroq"], 3, None)
+    obj = build_objective(PRESETS["zeroq+ce"], 3, None)
     assert obj.names == ["bn", "input", "ce", "tv", "l2"]
+    obj = build_objective(PRESETS["zeroq"], 3, None)  # the published ZeroQ: BN and input statistics only
+    assert obj.names == ["bn", "input"]
 
 
 def test_gaussian_and_batches(tiny):

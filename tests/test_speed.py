@@ -95,7 +95,7 @@ def _loss_and_grad(model, x, y, cfg, margins, path):
     return loss.detach(), values, grad.contiguous()
 
 
-@pytest.mark.parametrize("method", ["dsg", "dsg-official", "zeroq"])
+@pytest.mark.parametrize("method", ["dsg", "dsg-official", "zeroq", "zeroq+ce"])
 def test_fast_path_agrees_with_hook_path(tiny, method):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 16, 16, generator=g)

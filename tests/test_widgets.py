@@ -114,7 +114,7 @@ def test_generation_panel_runs_shows_images_and_keeps_result(tiny_model):
     assert (v["lse_weight"], v["sci"], v["num_samples"], v["steps"]) == (1.0, "off", 6, 3)
     p.form.widgets["method"].value = "gaussian"
     assert p.form.values()["steps"] == 0
-    p.form.widgets["method"].value = "zeroq+sci"
+    p.form.widgets["method"].value = "zeroq+ce+sci"
     assert p.form.values()["steps"] == 3 and p.form.values()["sci"] == "intended"
 
 
@@ -242,10 +242,12 @@ def test_quantize_sources_rejects_unknown_source(tiny_model, tiny_sets, tiny_tes
 
 
 def test_preset_diff_and_score_line():
-    diff = nu.preset_diff("zeroq", "dsg")
+    diff = nu.preset_diff("zeroq+ce", "dsg")  # the base and the method: the diff is SDA + LSE + SCI
     for field in ("`sda`", "`lse_weight`", "`sci`", "`bn_weight`"):
         assert field in diff
-    assert "`lr`" not in diff
+    for field in ("`lr`", "`init`", "`ce_weight`", "`margins.scale`"):
+        assert field not in diff
+    assert "`margins.scale`" in nu.preset_diff("dsg", "dsg-tuned")
     summary = {"sources": ["real", "zeroq", "dsg"], "reference": "real",
                "scores": {"real": {"d_mu": 1.0}, "zeroq": {"d_mu": 0.2}, "dsg": {"d_mu": 0.7}},
                "noise_reference": {}}

@@ -73,3 +73,17 @@ def emit(args, obj: dict, human: str) -> None:
 def parse_list(s: str) -> tuple[str, ...]:
     """``"a, b,,c"`` → ``("a", "b", "c")``."""
     return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def resolve_method_arg(name: str) -> str:
+    """Return today's name of a ``--method`` / ``--sources`` entry; a deprecated name (``zeroq-original``,
+    ``zeroq+sda``, ...) gives its replacement and a one-line note on stderr."""
+    import sys
+
+    from ..generation import DEPRECATED_NAMES
+
+    if name in DEPRECATED_NAMES:
+        print(f"note: {name!r} is deprecated and will be removed in the next release; use "
+              f"{DEPRECATED_NAMES[name]!r} (same settings)", file=sys.stderr)
+        return DEPRECATED_NAMES[name]
+    return name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from ._common import add_common, add_device, parse_list, resolve_device
+from ._common import add_common, add_device, parse_list, resolve_device, resolve_method_arg
 
 
 def cmd_compare(args, demo: bool = False) -> None:
@@ -21,7 +21,8 @@ def cmd_compare(args, demo: bool = False) -> None:
                             batch_size=DEMO["batch_size"], data_root=args.data_root, bf16=args.bf16,
                             device=device)
     else:
-        cfg = CompareConfig(model=args.model, checkpoint=args.checkpoint, sources=parse_list(args.sources),
+        cfg = CompareConfig(model=args.model, checkpoint=args.checkpoint,
+                            sources=tuple(map(resolve_method_arg, parse_list(args.sources))),
                             bits=parse_list(args.bits), seeds=args.seeds, num_samples=args.num_samples,
                             steps=args.steps, batch_size=args.batch_size, calibration=args.calibration,
                             weight_range=args.weight_range, convention=args.convention,
@@ -48,7 +49,10 @@ def register(sub) -> None:
 
     q = sub.add_parser("compare", help="noise vs ZeroQ vs DSG vs real data, quantized and evaluated")
     add_common(q)
-    q.add_argument("--sources", default=",".join(DEMO_SOURCES), help="comma-separated sources (presets or real)")
+    q.add_argument("--sources", default=",".join(DEMO_SOURCES),
+                   help="comma-separated sources (presets or real): gaussian, zeroq (published ZeroQ), zeroq+ce (its "
+                        "BN loss + CE and priors, DSG's base), zeroq+ce+sda/+lse/+sci, dsg (the paper), dsg-tuned "
+                        "(margin scale 0.3), dsg-official (the released code), real")
     q.add_argument("--bits", default="W4A4,W6A6,W8A8", help="comma-separated bit widths, e.g. W4A4,W6A6")
     q.add_argument("--seeds", type=int, default=3)
     q.add_argument("--num-samples", type=int, default=256)
@@ -60,8 +64,9 @@ def register(sub) -> None:
                    help="zeroq: every layer at the same bits; brecq: first/last layer at 8 bits")
     q.add_argument("--method", default="calib",
                    help="comma-separated: calib, adaround, brecq (reconstruction), qat (generator + distillation, "
-                        "rows zeroq→gdfq and dsg→dsg generators, CPU schedule)")
-    q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
+                        "rows zeroq+ce→gdfq, dsg/dsg-tuned→dsg and dsg-official generators, CPU schedule)")
+    q.add_argument("--margin-scale", type=float, default=None,
+                   help="scale of the SDA margins of every SDA source (default: each preset's: dsg 1, dsg-tuned 0.3)")
     q.add_argument("--bf16", action="store_true", help="bf16 autocast in generation")
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
     q.add_argument("--eval-split", default="test", choices=["test", "val"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import add_common, emit, load_model
+from ._common import add_common, emit, load_model, resolve_method_arg
 
 
 def cmd_list_models(args) -> None:
@@ -41,8 +41,11 @@ def cmd_generate(args) -> None:
 
     from ..generation import MarginConfig, make_samples
 
+    args.method = resolve_method_arg(args.method)
     model, ckpt, sha = load_model(args)
-    overrides = {"batch_size": args.batch_size, "steps": args.steps, "lr": args.lr}
+    # only the options given: None is a value for some fields (preset() applies it)
+    overrides = {k: v for k, v in {"batch_size": args.batch_size, "steps": args.steps, "lr": args.lr}.items()
+                 if v is not None}
     if args.margin_quantile is not None or args.margin_scale is not None or args.margin_source or args.margin_axis \
             or args.margins_file:
         from ..generation import preset
@@ -77,7 +80,7 @@ def cmd_fetch(args) -> None:
 
 def register(sub) -> None:
     """Add ``list-models``, ``eval``, ``generate`` and ``fetch``."""
-    from ..generation import METHODS
+    from ..generation import DEPRECATED_NAMES, METHODS
 
     q = sub.add_parser("list-models", help="list registered models")
     q.add_argument("--json", action="store_true")
@@ -92,7 +95,8 @@ def register(sub) -> None:
 
     q = sub.add_parser("generate", help="generate a sample set (gaussian, zeroq, dsg, ..., or real)")
     add_common(q)
-    q.add_argument("--method", default="dsg", choices=METHODS)
+    q.add_argument("--method", default="dsg", choices=METHODS + tuple(DEPRECATED_NAMES), metavar="METHOD",
+                   help=f"{', '.join(METHODS)} (old names {', '.join(DEPRECATED_NAMES)} still work, with a note)")
     q.add_argument("--num-samples", type=int, default=256)
     q.add_argument("--batch-size", type=int, default=None)
     q.add_argument("--steps", type=int, default=None)

@@ -6,13 +6,13 @@ import json
 import time
 from pathlib import Path
 
-from ._common import add_common, load_model
+from ._common import add_common, load_model, resolve_method_arg
 
 
 def cmd_diagnose(args) -> None:
     from ..diagnostics import metrics as M
     from ..diagnostics.report import diagnose
-    from ..generation import SampleSet, make_samples, preset
+    from ..generation import NOT_GIVEN, SampleSet, make_samples, preset
 
     model, _, sha = load_model(args)
     sets = {}
@@ -23,11 +23,13 @@ def cmd_diagnose(args) -> None:
     if args.real:
         sets["real"] = make_samples(model, "real", args.real, seed=args.seed, data_root=args.data_root,
                                     progress=False)
-    for src in [x.strip() for x in (args.sources or "").split(",") if x.strip()]:
+    for src in [resolve_method_arg(x.strip()) for x in (args.sources or "").split(",") if x.strip()]:
         if src in sets:
             continue
-        overrides = {} if src == "real" else {"steps": args.steps if preset(src).steps else None,
-                                              "batch_size": args.batch_size}
+        # options not given (None) keep the preset's value; gaussian keeps its 0 steps
+        overrides = {} if src == "real" else {
+            "steps": args.steps if preset(src).steps and args.steps is not None else NOT_GIVEN,
+            "batch_size": NOT_GIVEN if args.batch_size is None else args.batch_size}
         sets[src] = make_samples(model, src, args.num_samples, seed=args.seed, data_root=args.data_root,
                                  progress=not args.json, checkpoint_sha256=sha, **overrides)
     layer = args.layer

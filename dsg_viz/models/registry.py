@@ -69,13 +69,16 @@ def get_spec(name: str) -> ModelSpec:
 def create_model(name: str, checkpoint: str | None = None) -> nn.Module:
     """Return a freshly built model ``name`` in eval mode, optionally loaded from ``checkpoint``.
 
-    The returned module carries its spec as ``model.spec``.
+    The returned module carries its spec as ``model.spec`` and the SHA-256 of ``checkpoint`` (``None`` without one)
+    as ``model.checkpoint_sha256`` (the sample cache's key, :mod:`dsg_viz.cache`).
     """
     spec = get_spec(name)
     model = _REGISTRY[name][1]()
     model.spec = spec  # type: ignore[attr-defined]
+    model.checkpoint_sha256 = None  # type: ignore[attr-defined]
     if checkpoint is not None:
-        from .checkpoint import load_checkpoint
+        from .checkpoint import load_checkpoint, sha256_file
 
         load_checkpoint(model, checkpoint)
+        model.checkpoint_sha256 = sha256_file(checkpoint)  # type: ignore[attr-defined]
     return model.eval()
