@@ -3,7 +3,7 @@
 Each measurement runs in its own subprocess (for a clean peak RSS); configurations alternate across repeats and
 the median is reported, because these machines are shared and noisy.
 
-    python benchmarks/bench_generation.py --methods zeroq,dsg --batch-sizes 64,256 --steps 30 --repeats 3 \
+    python benchmarks/bench_generation.py --methods zeroq+ce,dsg-tuned --batch-sizes 64,256 --steps 30 --repeats 3 \
         --out docs/bench_generation.json
 """
 
@@ -33,7 +33,8 @@ print(json.dumps({{"seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUS
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--methods", default="zeroq,dsg")
+    p.add_argument("--methods", default="zeroq+ce,dsg-tuned",
+                   help="comma-separated presets; the ratio of the second to the first is reported")
     p.add_argument("--batch-sizes", default="64,256")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
@@ -60,10 +61,13 @@ def main() -> None:
                                "seconds_per_step": sec / a.steps, "images_steps_per_s": int(b) * a.steps / sec,
                                "peak_rss_mb": max(x["peak_rss_mb"] for x in rs),
                                "all_seconds": [x["seconds"] for x in rs]}
+    methods = a.methods.split(",")
     for b in sorted({b for _, b in configs}):
-        z, d = res["results"].get(f"zeroq@{b}"), res["results"].get(f"dsg@{b}")
+        if len(methods) < 2:
+            break
+        z, d = res["results"].get(f"{methods[0]}@{b}"), res["results"].get(f"{methods[1]}@{b}")
         if z and d:
-            res["results"][f"dsg_over_zeroq@{b}"] = d["median_seconds"] / z["median_seconds"]
+            res["results"][f"{methods[1]}_over_{methods[0]}@{b}"] = d["median_seconds"] / z["median_seconds"]
     print(json.dumps(res, indent=1))
     if a.out:
         with open(a.out, "w") as f:

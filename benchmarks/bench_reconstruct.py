@@ -6,10 +6,12 @@ brecq), top-1 on the full test split and wall time of each cell, on one CPU thre
     python benchmarks/bench_reconstruct.py --bits W4A4,W3A3 --seeds 2 # more cells; finished ones are reused
     python benchmarks/bench_reconstruct.py --seeds 3 --seed-start 2  # seed 2 only: run beside --seeds 2 --seed-start 1
 
-Sample sets: ``real`` = 256 train images (``dsg_viz.data.sample_calibration``, never test or val); ``gaussian``;
-every source is reused from the main table's paper-setting sets (``runs/tables/main-{base,dsg}-zeroq/samples``,
-500 steps, batch 128, dsg at the tuned margin scale) when they exist, else made here (``--gen-steps`` steps,
-batch 128) into ``--out/samples``. Every finished cell
+Sources (today's preset names; the committed JSON was measured before issue 15's rename, when ``zeroq+ce`` was
+``zeroq`` and ``dsg-tuned`` was ``dsg``, and relabelled): ``real`` = 256 train images
+(``dsg_viz.data.sample_calibration``, never test or val); ``gaussian``; ``zeroq+ce``; ``dsg-tuned`` (DSG at the
+margin scale chosen on validation). Every source is reused from the main table's paper-setting sets
+(``runs/tables/main-{base,dsg}-zeroq/samples``, 500 steps, batch 128) when they exist, else made here
+(``--gen-steps`` steps, batch 128; the shared sample cache, linked into ``--out/samples``). Every finished cell
 is written at once to ``docs/results/reconstruction.json`` (a rerun with the same settings resumes), and the table
 between the markers of ``docs/results/reconstruction.md`` is regenerated (text outside the markers is kept).
 Nothing here is tuned on test.
@@ -39,23 +41,47 @@ BEGIN, END = "<!-- bench_reconstruct table: begin -->", "<!-- bench_reconstruct 
 def _cached_main_table_set(source: str, n: int, seed: int):
     """Return a finished paper-setting sample set of the main table (``results_table.py --stage table``), or None.
 
-    ``gaussian``/``zeroq``/``real`` come from ``runs/tables/main-base-zeroq/samples``, ``dsg`` (at the tuned margin
-    scale) from ``runs/tables/main-dsg-zeroq/samples``: the very sets behind docs/results.md.
+    ``gaussian``/``zeroq+ce``/``real`` come from ``runs/tables/main-base-zeroq/samples``, ``dsg-tuned`` from
+    ``runs/tables/main-dsg-zeroq/samples``: the very sets behind docs/results.md. Sets written before the rename
+    of issue 15 carry the old names (``zeroq``, ``dsg``); they are used only when their objective settings are
+    those of today's preset.
     """
     from dsg_viz.generation import SampleSet
 
     for group in ("main-base-zeroq", "main-dsg-zeroq"):
         folder = ROOT / "runs" / "tables" / group / "samples"
-        for p in sorted(folder.glob(f"{source}-n{n}-seed{seed}*.pt")):
-            if p.name.endswith("-bf16.pt") or not (p.stem == f"{source}-n{n}-seed{seed}" or "-stepsdef-" in p.name):
-                continue
-            try:
-                s = SampleSet.load(p)
-            except Exception:  # noqa: BLE001 - unreadable cache entry: fall back to generating
-                continue
-            if not s.interrupted and len(s) == n:
-                return s, str(p.relative_to(ROOT))
+        for name in [source] + ([LEGACY_NAMES[source]] if source in LEGACY_NAMES else []):
+            stem = f"{name}-n{n}-seed{seed}"
+            for p in sorted(folder.glob(f"{stem}*.pt")):
+                if p.name.endswith("-bf16.pt") or not (p.stem == stem or p.name.startswith(f"{stem}-stepsdef-")):
+                    continue
+                try:
+                    s = SampleSet.load(p)
+                except Exception:  # noqa: BLE001 - unreadable cache entry: fall back to generating
+                    continue
+                if not s.interrupted and len(s) == n and _same_objective(s, source):
+                    return s, str(p.relative_to(ROOT))
     return None
+
+
+# preset → its name before issue 15 (same config), for sample sets written then
+LEGACY_NAMES = {"zeroq+ce": "zeroq", "dsg-tuned": "dsg"}
+_OBJECTIVE = ("init", "lr", "bn_weight", "sda", "lse_weight", "lse_limit", "sci", "input_weight", "ce_weight",
+              "tv_weight", "l2_weight")
+
+
+def _same_objective(s, source: str) -> bool:
+    """Whether set ``s`` was made with the objective of preset ``source`` (and, with SDA, its margin scale)."""
+    if source in ("real", "gaussian"):
+        return s.method == source
+    from dsg_viz.generation import PRESETS
+
+    want = PRESETS[source]
+    if s.method not in (source, LEGACY_NAMES.get(source)):
+        return False
+    if any(s.config.get(k) != getattr(want, k) for k in _OBJECTIVE):
+        return False
+    return not want.sda or s.config.get("margins", {}).get("scale") == want.margins.scale
 
 
 PART = 256  # synthetic sets larger than this are composed of PART-sized sets with consecutive seeds
@@ -75,7 +101,7 @@ def _one_set(model, source: str, n: int, seed: int, gen_steps: int, out: Path, d
         s, path = hit
         return s, {"file": path, "steps": s.config.get("steps"), "seconds": s.seconds}
     cfg = CompareConfig(num_samples=n, steps=None if source in ("real", "gaussian") else gen_steps, batch_size=128,
-                        margin_scale=_margin_scale() if source == "dsg" else None, data_root=data_root)
+                        margin_scale=_margin_scale() if source == "dsg-tuned" else None, data_root=data_root)
     t0 = time.perf_counter()
     s = get_samples(model, cfg, source, seed, out, progress=False)
     info = {"steps": s.config.get("steps"), "batch_size": s.config.get("batch_size"),
@@ -188,7 +214,7 @@ def write_md(res: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sources", default="real,gaussian,zeroq,dsg")
+    p.add_argument("--sources", default="real,gaussian,zeroq+ce,dsg-tuned")
     p.add_argument("--bits", default="W4A4")
     p.add_argument("--methods", default="calib,adaround,brecq")
     p.add_argument("--seeds", type=int, default=1)
@@ -196,7 +222,7 @@ def main(argv=None) -> int:
                    help="run seeds seed-start … seeds-1 only (two processes with different ranges can share one --json)")
     p.add_argument("--num-samples", type=int, default=256)
     p.add_argument("--gen-steps", type=int, default=500,
-                   help="generation steps of zeroq/dsg sets made here (the paper setting is 500)")
+                   help="generation steps of the synthetic sets made here (the paper setting is 500)")
     p.add_argument("--iters", type=int, default=None, help="override ReconstructionConfig.iters")
     p.add_argument("--stage", choices=("samples", "table", "report"), default="table",
                    help="report: rewrite the Markdown table from the JSON for --sources/--bits/--methods, run nothing")

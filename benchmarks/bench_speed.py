@@ -11,7 +11,8 @@ Parts (``--parts``, comma-separated; default all):
 * ``e`` evaluation of the FP (batch 500) and the W4A4 model (batch 100/250/500) on the 10,000 test images;
 * ``f`` projection of 256 ``dsg`` samples × 500 steps from the measured per-step cost;
 * ``g`` ``torch.compile`` of the model: compile time and step time (not in the default list: minutes).
-* ``h`` accuracy of the reference path: 256 ``dsg`` samples (seed 0, 500 steps, batch 128, the tuned margin scale)
+* ``h`` accuracy of the reference path: 256 ``dsg`` samples at the tuned margin scale (= ``dsg-tuned``; seed 0,
+  500 steps, batch 128)
   generated with ``fused_stats=False, channels_last=False`` (forward pre-hooks on NCHW), calibrated W4A4/W6A6
   (ZeroQ convention, ``ema``) and evaluated on the test split, beside the main table's fast-path cells (same
   settings, seeds 0-2, ``docs/results/main_dsg_zeroq.json``). Not in the default list: ~15 min of one core.
@@ -548,7 +549,7 @@ def part_h(args) -> dict:
 
     docs = HERE.parent / "docs" / "results"
     scale = float(json.loads((docs / "margin_tuning.json").read_text())["chosen_margin_scale"])
-    fast = json.loads((docs / "main_dsg_zeroq.json").read_text())["table"]["calib"]["dsg"]
+    fast = json.loads((docs / "main_dsg_zeroq.json").read_text())["table"]["calib"]["dsg-tuned"]
     model = _model(20)
     cache = HERE.parent / "runs" / "speed" / f"dsg-reference-path-n256-seed0-ms{scale:g}.pt"
     from dataclasses import replace

@@ -2,8 +2,14 @@
 (both layer conventions) and the ablation rows, all through ``dsg_viz.compare.run_compare``.
 
     python benchmarks/results_table.py --stage tune      # margin scale chosen on val (never test)
-    python benchmarks/results_table.py --stage table     # gaussian/zeroq/dsg/real x W4A4..W8A8 x 3 seeds, 2 conventions
-    python benchmarks/results_table.py --stage ablation  # zeroq+sda, zeroq+lse, zeroq+sci, dsg-official
+    python benchmarks/results_table.py --stage table     # gaussian/zeroq+ce/dsg-tuned/real x W4A4..W8A8 x 3 seeds,
+                                                         # 2 conventions
+    python benchmarks/results_table.py --stage ablation  # zeroq+ce+sda, zeroq+ce+lse, zeroq+ce+sci, dsg-official
+
+Source names are today's (``dsg_viz.generation.PRESETS``): the committed tables were measured before the rename of
+issue 15 (``zeroq+ce`` was called ``zeroq``, ``dsg-tuned`` ``dsg``, ``zeroq+ce+sda`` ``zeroq+sda``...) and their
+JSON was relabelled; the configs are the same, so every stage reproduces them. The published ``zeroq`` and the
+paper's ``dsg`` (margin scale 1) have no rows yet.
     python benchmarks/results_table.py --stage all
 
 Every stage resumes (finished cells are reused) and copies its results.json / results.md into docs/results/.
@@ -53,19 +59,20 @@ def _run(cfg: CompareConfig, out: Path, name: str) -> dict:
 
 
 def tune(root: Path, data_root: str | None) -> float:
-    """Return the SDA margin scale with the best mean W4A4 validation accuracy of ``dsg`` samples."""
+    """Return the SDA margin scale with the best mean W4A4 validation accuracy of ``dsg`` samples (``dsg`` with
+    ``--margin-scale``; the chosen scale is the ``dsg-tuned`` preset's 0.3), against ``zeroq+ce``."""
     common = dict(checkpoint=_ckpt(data_root), bits=("W4A4", "W6A6"), seeds=1, num_samples=128, steps=300,
                   batch_size=BATCH, eval_split="val", data_root=data_root)
     scores = {}
-    res = _run(CompareConfig(sources=("zeroq",), **(common | {"seeds": 2})), root / "tune" / "zeroq", "tune_zeroq")
-    ref = res["table"]["calib"]["zeroq"]["W4A4"]["mean"]
+    res = _run(CompareConfig(sources=("zeroq+ce",), **(common | {"seeds": 2})), root / "tune" / "zeroq", "tune_zeroq")
+    ref = res["table"]["calib"]["zeroq+ce"]["W4A4"]["mean"]
     for ms in TUNE_SCALES:
         res = _run(CompareConfig(sources=("dsg",), margin_scale=ms, **common), root / "tune" / f"ms{ms:g}",
                    f"tune_dsg_ms{ms:g}")
         scores[ms] = res["table"]["calib"]["dsg"]["W4A4"]["mean"]
     best = max(scores, key=scores.get)
     summary = {"metric": "val top-1 at W4A4 (calibration ema), 128 samples, 300 steps; dsg 1 seed (seed 0), "
-                         "zeroq mean of 2 seeds",
+                         "zeroq+ce mean of 2 seeds",
                "zeroq_reference": ref, "dsg_by_margin_scale": {f"{k:g}": v for k, v in scores.items()},
                "chosen_margin_scale": best, "settings": {k: v for k, v in common.items() if k != "checkpoint"}}
     DOCS.mkdir(parents=True, exist_ok=True)
@@ -91,10 +98,12 @@ def _share_samples(src: Path, dst: Path) -> None:
 
 def table(root: Path, data_root: str | None, seeds: int, conventions=("zeroq", "brecq"),
           groups=("base", "dsg")) -> None:
-    """Main table. Group ``base`` (gaussian, zeroq, real) does not depend on the SDA margin scale and can run
-    while ``tune`` is still choosing it; group ``dsg`` uses the chosen scale. Each group has its own directory."""
+    """Main table. Group ``base`` (gaussian, zeroq+ce, real) does not depend on the SDA margin scale and can run
+    while ``tune`` is still choosing it; group ``dsg`` (``dsg-tuned``) uses the chosen scale. Each group has its own
+    directory."""
     for group in groups:
-        sources, ms = (("gaussian", "zeroq", "real"), None) if group == "base" else (("dsg",), chosen_scale())
+        sources, ms = ((("gaussian", "zeroq+ce", "real"), None) if group == "base"
+                       else (("dsg-tuned",), chosen_scale()))
         for conv in conventions:
             out = root / f"main-{group}-{conv}"
             if conv != "zeroq":
@@ -120,7 +129,7 @@ def ablation(root: Path, data_root: str | None, conventions=("zeroq", "brecq")) 
         out = root / f"ablation-{conv}"
         if conv != "zeroq":
             _share_samples(root / "ablation-zeroq", out)
-        cfg = CompareConfig(checkpoint=_ckpt(data_root), sources=("zeroq+sda", "zeroq+lse", "zeroq+sci"),
+        cfg = CompareConfig(checkpoint=_ckpt(data_root), sources=("zeroq+ce+sda", "zeroq+ce+lse", "zeroq+ce+sci"),
                             bits=BITS, seeds=1, num_samples=256, batch_size=BATCH, margin_scale=ms, convention=conv,
                             data_root=data_root)
         _run(cfg, out, f"ablation_{conv}")
@@ -151,8 +160,8 @@ def _plot(parts: list[dict], conv: str) -> None:
     merged = {}
     for p in parts:
         merged.update(p["table"].get("calib", {}))
-    order = [s for s in ("gaussian", "zeroq", "dsg", "real", "dsg-official", "zeroq+sda", "zeroq+lse", "zeroq+sci")
-             if s in merged]
+    order = [s for s in ("gaussian", "zeroq", "zeroq+ce", "dsg", "dsg-tuned", "real", "dsg-official", "zeroq+ce+sda",
+                         "zeroq+ce+lse", "zeroq+ce+sci") if s in merged]
     cfg = CompareConfig(sources=tuple(order), bits=BITS, calibration="ema")
     fig = plot_accuracy({"table": {"calib": merged}, "fp": parts[0]["fp"]}, cfg)
     fig.axes[0].set_title(f"ResNet-20 (JPEG), calibration only, {conv} convention")
@@ -169,7 +178,12 @@ def report() -> str:
     lines = ["# Measured results: JPEG-fine-tuned ResNet-20 on CIFAR-10", "",
              "Generated by `python benchmarks/results_table.py --stage report` from the JSON files in "
              "`docs/results/`; every number was measured with the commands below on this project's 2-core CPU "
-             "machine.", ""]
+             "machine.", "",
+             "Row names are the presets of `dsg_viz.generation` (CHANGELOG.md): `zeroq+ce` is ZeroQ's BN loss plus "
+             "cross-entropy, TV/L2 priors and an N(0, 1) start (DSG's base), `dsg-tuned` is DSG with the SDA margins "
+             "scaled by 0.3, `zeroq+ce+sda`/`+lse`/`+sci` add one DSG component to `zeroq+ce`; these rows were "
+             "measured under the earlier names `zeroq`, `dsg`, `zeroq+sda`/`+lse`/`+sci`. The published ZeroQ "
+             "(`zeroq`) and the paper's DSG (`dsg`, margin scale 1) are not measured yet.", ""]
     tune_f = DOCS / "margin_tuning.json"
     if tune_f.is_file():
         t = json.loads(tune_f.read_text())
@@ -178,9 +192,10 @@ def report() -> str:
                   "train images of each class (5,000), which the pretrained checkpoint saw in training, so absolute "
                   "numbers are high; only the ranking is used.", "",
                   "| source | margin scale | val top-1 W4A4 |", "|---|---|---|",
-                  f"| zeroq | – | {t['zeroq_reference']:.2f} |"]
+                  f"| zeroq+ce | – | {t['zeroq_reference']:.2f} |"]
         lines += [f"| dsg | {k} | {v:.2f} |" for k, v in t["dsg_by_margin_scale"].items()]
-        lines += ["", f"Chosen: **{t['chosen_margin_scale']:g}** (used for every `dsg` and `zeroq+sda` row below).",
+        lines += ["", f"Chosen: **{t['chosen_margin_scale']:g}**, the `dsg-tuned` preset (used for every `dsg-tuned` "
+                  "and `zeroq+ce+sda` row below; `dsg` at scale 1 is the paper's setting).",
                   ""]
     for conv in ("zeroq", "brecq"):
         parts = [load(f"main_base_{conv}"), load(f"main_dsg_{conv}"), load(f"ablation_{conv}"),
@@ -213,7 +228,8 @@ def report() -> str:
     for name in ("diagnostics", "reconstruction", "qat"):  # sections measured by their own benchmarks
         f = DOCS / f"{name}.md"
         if f.is_file():
-            lines += [_demote(f.read_text().strip()), ""]
+            # links relative to docs/results/ (../img/x.png) become relative to docs/ (img/x.png)
+            lines += [_demote(f.read_text().strip()).replace("](../img/", "](img/"), ""]
     return "\n".join(lines)
 
 

@@ -214,7 +214,7 @@ class LayerwiseEnhancement(Term):
 
     Returns only the *extra* part ``1/N sum_j (weight - 1) M[j, a(j)]`` so that ``sda + lse`` equals
     ``1/N 1^T (W ⊙ M) 1``. Paper weight 2 (on the squared term); the official PTQ code's effective weight is 4.
-    ``margins=None`` enhances the plain ZeroQ matrix (the ``zeroq+lse`` ablation).
+    ``margins=None`` enhances the plain ZeroQ matrix (the ``zeroq+ce+lse`` ablation).
     """
 
     name = "lse"

@@ -290,7 +290,19 @@ def build_generator_objective(gcfg: GeneratorObjectiveConfig, num_layers: int, b
 
 @dataclass(frozen=True)
 class QATConfig:
-    """Settings of one QAT run. Defaults are the DSG QAT release (``imagenet_resnet.hocon``, dsg-method.md §C.2).
+    """Settings of one QAT run. The schedule and optimizer defaults are the DSG QAT release
+    (``imagenet_resnet.hocon``, dsg-method.md §C.2); the defaults differ from that release in exactly these points:
+
+    * ``generator="dsg"``: the paper's objective (hinge SDA on batch mean/std, per-sample LSE, differentiable SCI);
+      the released loss is ``generator="dsg-official"``;
+    * ``kd_reduction="batchmean"``: the per-sample KL; the release averages over all N·K elements (``"mean"``);
+    * ``gen_output="pixel"``: tanh → RGB → the model's normalization; the release's affine-free BN head is
+      ``gen_output="bn"``;
+    * SDA margins come from the ε = 0.9 noise recipe (``margin_scale`` 1); the release loads unshipped margin files;
+    * model selection: each epoch is scored on ``val_limit`` held-out train images and the final and best-validation
+      students are tested once; the release reports the best *test* epoch (from epoch 49 on);
+    * the release's faulty EMA bias correction of the activation ranges (§D) and its ``main.py`` syntax error are
+      not reproduced.
 
     Attributes:
         generator: generator-objective preset (:data:`GENERATOR_PRESETS`).

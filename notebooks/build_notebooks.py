@@ -36,14 +36,16 @@ from pathlib import Path
 
 SMOKE = os.environ.get("DSG_VIZ_SMOKE") == "1"
 SEED = 0
-# Sample sets are cached here (same file names as `dsg-viz compare --out DIR`), so a second run loads them.
-CACHE_DIR = Path(os.environ.get("DSG_VIZ_NOTEBOOK_CACHE", "../runs/notebooks"))"""
+# The shared sample cache (dsg_viz.cache): the same folder and keys as `make demo`, `dsg-viz compare` and the panels,
+# so a set made by any of them with the same settings loads at once ($DSG_VIZ_SAMPLE_CACHE, else ../runs/cache).
+CACHE_DIR = Path(os.environ.get("DSG_VIZ_SAMPLE_CACHE", "../runs/cache"))"""
 
 TIMING = ("Full settings (256 samples × 500 steps per source) take several minutes per generated source on 2 CPU "
           "cores (roughly 5–10 min, more for DSG than for ZeroQ) and well under a minute on a GPU. Every sample set "
-          "is saved in `CACHE_DIR` and loaded from there the next time (the cell says so); delete the file or call "
-          "`nu.cached_samples(..., recompute=True)` to recompute. `dsg-viz compare --out ../runs/notebooks "
-          "--num-samples 256 --steps 500 --batch-size 64 --seeds 1` fills the same cache from a terminal.")
+          "is saved in the shared sample cache `CACHE_DIR` and loaded from there the next time (the cell says so); "
+          "delete the file or call `nu.cached_samples(..., recompute=True)` to recompute. `dsg-viz compare "
+          "--num-samples 256 --steps 500 --batch-size 64 --seeds 1 --out ../runs/cmp` (run from the repository root) "
+          "fills the same cache from a terminal.")
 
 
 def _join(parts, sep: str) -> str:
@@ -83,9 +85,10 @@ NB00 = [
     (`DSG_VIZ_DATA_ROOT`, e.g. `../shared`).
     """, TIMING),
     params("""
-    NUM_SAMPLES = 16 if SMOKE else 256      # calibration images per source
-    STEPS = 4 if SMOKE else 500             # optimization steps per batch (the paper's 500)
-    BATCH_SIZE = 16 if SMOKE else 64
+    # make demo's settings (dsg_viz.compare.DEMO): after `make demo` these sets load from the cache at once
+    NUM_SAMPLES = 16 if SMOKE else 128      # calibration images per source
+    STEPS = 4 if SMOKE else 200             # optimization steps per batch (the paper's 500 in docs/results.md)
+    BATCH_SIZE = 16 if SMOKE else 128
     EVAL_LIMIT = 200 if SMOKE else None     # None = all 10,000 test images
     SOURCES = ("gaussian", "zeroq", "dsg", "real")
     BITS = ("W4A4",) if SMOKE else ("W4A4", "W6A6")"""),
@@ -106,11 +109,14 @@ NB00 = [
     md("""
     ## 2. Four calibration sets
     - `gaussian`: N(0, 1) noise in the model's input space, no optimization;
-    - `zeroq`: noise optimized so that **each sample's** BN-input statistics match the BN running statistics;
-    - `dsg`: the same start (same seed), optimized with DSG's relaxed, diversity-preserving objective;
+    - `zeroq`: the published ZeroQ — near-constant noise optimized so that **each sample's** BN-input statistics
+      match the BN running statistics;
+    - `dsg`: the paper's DSG — N(0, 1) noise optimized with DSG's relaxed, diversity-preserving objective (plus
+      the cross-entropy and image priors of DSG's released code);
     - `real`: real training images — not data-free, the upper reference.
 
-    The next cell loads a set from `CACHE_DIR` when it exists and generates it otherwise (a progress bar shows)."""),
+    The next cell loads a set from `CACHE_DIR` when it exists (after `make demo`, all four do) and generates it
+    otherwise (a progress bar shows)."""),
     code("""
     cfg = nu.sample_config(NUM_SAMPLES, STEPS, BATCH_SIZE)
     samples = {src: nu.cached_samples(model, src, cfg, SEED, CACHE_DIR) for src in SOURCES}"""),
@@ -250,7 +256,8 @@ NB02 = [
     # 02 · ZeroQ vs DSG: two objectives, one seed
 
     **What you will learn**
-    - the exact difference between the `zeroq` and `dsg` presets (their diff *is* the method);
+    - the exact difference between the published `zeroq`, the shared base `zeroq+ce` and `dsg` (the diff between
+      `zeroq+ce` and `dsg` *is* the method);
     - what each DSG term does: slack distribution alignment (SDA), layerwise sample enhancement (LSE) and sample
       correlation inhibition (SCI);
     - how images and per-term loss curves evolve from the same starting noise;
@@ -271,18 +278,24 @@ NB02 = [
     from dsg_viz.widgets import GenerationPanel"""),
     md("""
     ## 1. The objectives
-    Both start from N(0, 1) noise and optimize the pixels with Adam, with a cross-entropy term toward random labels
-    and small image priors. They differ in how the BN statistics are matched:
+    Both optimize the pixels with Adam (lr 0.5). They differ in how the BN statistics are matched:
 
-    - **ZeroQ**: every sample's per-channel mean and std at every BN layer must equal the BN running statistics,
-      $\\sum_l \\|\\tilde\\mu_l(x)-\\mu_l\\|^2 + \\|\\tilde\\sigma_l(x)-\\sigma_l\\|^2$. Every sample is pushed to the
-      same point: the samples become alike (*homogenization*).
-    - **SDA** replaces it by a hinge with slack margins $\\delta_l, \\gamma_l$: deviations inside the margins cost
-      nothing. The margins are the ε-quantile (ε = 0.9) of the deviations of a batch of noise.
-    - **LSE** weights, for each sample, one layer more than the others, so different samples fit different layers.
-    - **SCI** penalizes correlation between samples."""),
+    - **ZeroQ** (`zeroq`, the published method): every sample's per-channel mean and std at every BN layer must equal
+      the BN running statistics,
+      $\\sum_l \\|\\tilde\\mu_l(x)-\\mu_l\\|^2 + \\|\\tilde\\sigma_l(x)-\\sigma_l\\|^2$, plus the input statistics;
+      it starts from near-constant noise. Every sample is pushed to the same point: the samples become alike
+      (*homogenization*).
+    - **DSG** (`dsg`) starts from N(0, 1) noise and adds a cross-entropy term toward random labels and small image
+      priors (as DSG's released code does: `zeroq+ce` is ZeroQ's loss with just these additions), then changes the
+      statistic matching:
+      - **SDA** replaces ZeroQ's loss by a hinge with slack margins $\\delta_l, \\gamma_l$: deviations inside the
+        margins cost nothing. The margins are the ε-quantile (ε = 0.9) of the deviations of a batch of noise.
+      - **LSE** weights, for each sample, one layer more than the others, so different samples fit different layers.
+      - **SCI** penalizes correlation between samples.
+
+    The table lists every setting that differs among the three presets."""),
     code("""
-    display(Markdown(nu.preset_diff("zeroq", "dsg")))"""),
+    display(Markdown(nu.preset_diff("zeroq", "zeroq+ce", "dsg")))"""),
     code("""
     model = nu.load_demo_model()
     margins = compute_margins(model, BATCH_SIZE, quantile=0.9, seed=SEED)
@@ -316,12 +329,12 @@ NB02 = [
     ## 4. Your turn: the generation panel
     Pick a preset, change ε (margin quantile), the margin scale, the LSE weight (1 = off), the SCI mode and weight,
     the steps, the number of samples and the seed, then click **Run**. The panel shows the new images next to the
-    ZeroQ set above, with the loss curves. Results are cached in `CACHE_DIR/panel`, so repeating a setting is
-    instant (tick *recompute* to regenerate). An invalid value (say, ε = 2) gives a one-line error instead of a
-    traceback."""),
+    ZeroQ set above, with the loss curves. Results go to the shared sample cache (`CACHE_DIR`), so repeating a
+    setting is instant (tick *recompute* to regenerate). An invalid value (say, ε = 2) gives a one-line error
+    instead of a traceback."""),
     code("""
     panel = GenerationPanel(model, "dsg", seed=SEED, compare_to={"zeroq": samples["zeroq"]},
-                            cache_dir=CACHE_DIR / "panel", num_samples=PANEL_SAMPLES, steps=PANEL_STEPS,
+                            cache_dir=CACHE_DIR, num_samples=PANEL_SAMPLES, steps=PANEL_STEPS,
                             batch_size=PANEL_SAMPLES)
     panel"""),
     md("""
@@ -339,8 +352,9 @@ NB02 = [
         print(f"{name:14s} mean |cos| off-diagonal {sc['offdiag_cos']:.3f}, effective rank {sc['erank']:.1f} "
               f"of {len(s)}")"""),
     md("""
-    **Takeaway.** DSG changes only the statistic-matching part of the objective; the next notebook measures what
-    that does to the samples (`03_homogenization`)."""),
+    **Takeaway.** Against its base `zeroq+ce`, DSG changes only the statistic-matching part of the objective; against
+    the published ZeroQ it also starts from N(0, 1) noise and adds cross-entropy and image priors. The next notebook
+    measures what that does to the samples (`03_homogenization`)."""),
 ]
 
 # ------------------------------------------------------------------------------------------------------ 03
@@ -563,14 +577,15 @@ NB05 = [
     # 05 · Ablation, and beyond calibration
 
     **What you will learn**
-    - what each DSG component contributes on its own: SDA, LSE and SCI added one at a time to ZeroQ
-      (`zeroq+sda`, `zeroq+lse`, `zeroq+sci`), next to full `dsg` and `dsg-official` (the released code's behaviour);
+    - what each DSG component contributes on its own: SDA, LSE and SCI added one at a time to DSG's base `zeroq+ce`
+      (ZeroQ's loss + cross-entropy and image priors: `zeroq+ce+sda`, `zeroq+ce+lse`, `zeroq+ce+sci`), next to the
+      published `zeroq`, full `dsg` and `dsg-official` (the released code's behaviour);
     - how to read diversity scores and accuracy side by side for each variant;
     - where reconstruction-based PTQ (AdaRound, BRECQ) and generator-based DSG with quantization-aware training
       (QAT) fit in. Those two are being added to dsg_viz by other work in progress: their cells check whether the
       modules exist and run (or explain) accordingly, so this notebook works with or without them.
 
-    """, TIMING + " Six generated sources make this the longest notebook at full size."),
+    """, TIMING + " Seven generated sources make this the longest notebook at full size."),
     params("""
     NUM_SAMPLES = 16 if SMOKE else 256
     STEPS = 4 if SMOKE else 500
@@ -578,7 +593,7 @@ NB05 = [
     EVAL_LIMIT = 200 if SMOKE else None
     MAX_VALUES = 2000 if SMOKE else 20000
     BITS = ("W4A4",)
-    ABLATION = ("zeroq", "zeroq+sda", "zeroq+lse", "zeroq+sci", "dsg", "dsg-official")"""),
+    ABLATION = ("zeroq", "zeroq+ce", "zeroq+ce+sda", "zeroq+ce+lse", "zeroq+ce+sci", "dsg", "dsg-official")"""),
     code(SETUP, """
     import pandas as pd
 
@@ -587,9 +602,10 @@ NB05 = [
     from dsg_viz.diagnostics import collect_features, summarize"""),
     md("""
     ## 1. The variants
-    Every variant is a preset: the table lists the settings that differ. `dsg-official` reproduces the released
-    code (learning rate 0.9, uniform init, LSE weight 4 on the first 20 samples, SCI without gradient, CE counted
-    twice) — see `../shared/docs/dsg-method.md` §C.1."""),
+    Every variant is a preset: the table lists the settings that differ. Each `zeroq+ce+…` row is the base plus one
+    component, with that component set as in `dsg`. `dsg-official` reproduces the released code (learning rate 0.9,
+    uniform init, LSE weight 4 on the first 20 samples, SCI without gradient, CE counted twice) — see
+    `../shared/docs/dsg-method.md` §C.1."""),
     code("""
     display(Markdown(nu.preset_diff(*ABLATION)))"""),
     code("""

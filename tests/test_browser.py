@@ -56,7 +56,7 @@ def lab(data_root, tmp_path):
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, DSG_VIZ_SMOKE="1", DSG_VIZ_DATA_ROOT=str(data_root),
-               DSG_VIZ_NOTEBOOK_CACHE=str(tmp_path / "cache"), MPLBACKEND="Agg", OMP_NUM_THREADS="1",
+               DSG_VIZ_SAMPLE_CACHE=str(tmp_path / "cache"), MPLBACKEND="Agg", OMP_NUM_THREADS="1",
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))

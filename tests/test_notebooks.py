@@ -38,7 +38,7 @@ def notebook_env(data_root, tmp_path_factory):
     """Smoke mode, the real data root and one sample cache shared by all notebooks of this run. The kernels use one
     thread: on a busy 2-core machine, 2 intra-op threads ran these small smoke workloads up to 20× slower."""
     cache = tmp_path_factory.mktemp("notebook_cache")
-    env = {"DSG_VIZ_SMOKE": "1", "DSG_VIZ_DATA_ROOT": str(data_root), "DSG_VIZ_NOTEBOOK_CACHE": str(cache),
+    env = {"DSG_VIZ_SMOKE": "1", "DSG_VIZ_DATA_ROOT": str(data_root), "DSG_VIZ_SAMPLE_CACHE": str(cache),
            "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

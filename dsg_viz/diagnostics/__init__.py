@@ -15,6 +15,7 @@ Example::
 
     m = create_model("resnet20_cifar10", "resnet20_cifar10_jpeg.pt")
     sets = {s: make_samples(m, s, 256, data_root="../shared") for s in ("real", "gaussian", "zeroq", "dsg")}
+    # zeroq = the published ZeroQ, dsg = the paper's DSG; zeroq+ce is their shared base (dsg_viz.generation)
     summary = diagnose(m, sets, "out/diag")
 """
 

@@ -20,15 +20,16 @@ from matplotlib.figure import Figure
 
 from .metrics import SCORES
 
-_FIXED_COLORS = {"real": "#2ca02c", "gaussian": "#7f7f7f", "zeroq": "#1f77b4", "dsg": "#d62728",
-                 "dsg-official": "#ff7f0e", "zeroq+sda": "#9467bd", "zeroq+lse": "#8c564b",
-                 "zeroq+sci": "#e377c2", "zeroq-original": "#17becf"}
+_FIXED_COLORS = {"real": "#2ca02c", "gaussian": "#7f7f7f", "zeroq": "#1f77b4", "zeroq+ce": "#17becf",
+                 "dsg": "#d62728", "dsg-tuned": "#e377c2", "dsg-official": "#ff7f0e", "zeroq+ce+sda": "#9467bd",
+                 "zeroq+ce+lse": "#8c564b", "zeroq+ce+sci": "#bcbd22"}
 _SPARE = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4", "#d62728", "#2ca02c"]
 NOISE_COLOR = "#444444"
 
 
 def source_colors(names: Sequence[str]) -> dict[str, str]:
-    """Return a stable colour per source name (real green, gaussian grey, zeroq blue, dsg red, others cycle)."""
+    """Return a stable colour per source name (real green, gaussian grey, zeroq blue, zeroq+ce cyan, dsg red,
+    dsg-tuned pink, dsg-official orange; others cycle)."""
     out = {n: _FIXED_COLORS[n] for n in names if n in _FIXED_COLORS}
     spare = [c for c in _SPARE if c not in out.values()] or _SPARE
     rest = [n for n in names if n not in out]
