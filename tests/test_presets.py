@@ -63,7 +63,8 @@ def test_every_preset_is_pinned():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_preset_fields(name):
     exp = EXPECTED[name]
-    assert set(exp) == ALL_FIELDS, f"test table of {name} misses {ALL_FIELDS - set(exp)}"
+    assert set(exp) == ALL_FIELDS, (f"GenerationConfig fields {ALL_FIELDS - set(exp)} are not pinned: add them to "
+                                    "EXPECTED (tests/test_presets.py) with the value each preset must have")
     cfg = PRESETS[name]
     for f in ALL_FIELDS:
         assert getattr(cfg, f) == exp[f], f"{name}.{f}: {getattr(cfg, f)!r} != {exp[f]!r}"
@@ -93,6 +94,20 @@ def test_deprecated_name_through_make_samples_records_the_new_name(tiny):
     with pytest.warns(DeprecatedNameWarning):
         s = make_samples(tiny, "zeroq-original", 4, batch_size=4, steps=1, progress=False)
     assert s.method == "zeroq" and s.config["init"] == "zeroq_uniform"
+
+
+def test_cli_maps_a_deprecated_name_with_a_note(tmp_path, capsys):
+    from dsg_viz.cli import main
+
+    out = tmp_path / "s.pt"
+    rc = main(["generate", "--model", "tiny_bn", "--method", "zeroq+sda", "--num-samples", "4", "--batch-size", "4",
+               "--steps", "1", "--out", str(out), "--json"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "note: 'zeroq+sda' is deprecated" in err and "use 'zeroq+ce+sda'" in err
+    from dsg_viz.generation import SampleSet
+
+    assert SampleSet.load(out).method == "zeroq+ce+sda"
 
 
 def test_current_names_do_not_warn():
