@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv when missing and install
-# the package with its extras first. The data root is ../shared when that folder exists, else ./data.
+# the package with its extras first, at the tested versions of constraints.txt (pyproject.toml declares ranges).
+# The data root is ../shared when that folder exists, else ./data.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -8,11 +9,11 @@ SHARED := $(abspath ../shared)
 export DSG_VIZ_DATA_ROOT ?= $(if $(wildcard $(SHARED)/datasets),$(SHARED),$(abspath data))
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test test-browser lab install clean
+.PHONY: demo test test-browser test-install docs lab install clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[notebooks,test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[notebooks,test]'
 	@touch $@
 
 install: $(BIN)/.installed
@@ -26,12 +27,24 @@ test: $(BIN)/.installed
 # JupyterLab + headless Chromium (system /usr/bin/chromium, never downloaded) running notebooks/02 in smoke mode;
 # writes docs/img/notebook_panel.png
 test-browser: $(BIN)/.installed
-	$(BIN)/pip install -q -e '.[browser]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[browser]'
 	$(BIN)/python -m pytest -q -ra -m browser tests/test_browser.py
+
+# the wheel and sdist, installed into a fresh venv that already has the tested torch: pip must leave torch alone;
+# then pip check and the smoke commands from outside the source tree (.ci/test-install.sh says what is checked)
+test-install: $(BIN)/.installed
+	.ci/test-install.sh $(PYTHON)
+
+# the static site in site/ (mkdocs-material; docs/README.md): pages of docs/, the six tutorials executed in smoke mode
+# (DSG_VIZ_SMOKE=1) with their outputs, the API reference; warnings are errors. Serve it with
+# `.venv/bin/python -m http.server -d site 8000` (or `.venv/bin/mkdocs serve` while editing).
+docs: $(BIN)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[notebooks,docs]'
+	DSG_VIZ_SMOKE=$${DSG_VIZ_SMOKE-1} OMP_NUM_THREADS=$${OMP_NUM_THREADS-1} $(BIN)/mkdocs build --strict --clean
 
 # the tutorial notebooks, on this project's virtual environment (kernel "Python 3" = .venv/bin/python)
 lab: $(BIN)/.installed
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site build dist

@@ -4,7 +4,13 @@ The pipeline reads in the module names: ``models`` → ``bn`` (statistics) → `
 ``generation`` (sample sets) → ``quant`` (quantize, calibrate) → ``evaluate``; and sample sets → ``diagnostics``.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("dsg_viz")  # the installed distribution's version (pyproject.toml)
+except PackageNotFoundError:  # pragma: no cover - a source tree on sys.path without an install
+    __version__ = "0+unknown"
+del PackageNotFoundError, _version
 
 from .bn import bn_layers, bn_targets, capture_bn, per_sample_stats  # noqa: E402
 from .data import load_split, resolve_data_root  # noqa: E402

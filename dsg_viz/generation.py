@@ -270,6 +270,8 @@ class SampleSet:
         return int(self.images.shape[0])
 
     def to_dict(self) -> dict:
+        """Return the set as a plain dict (every field, plus ``"format": "dsg_viz.samples/1"``): what
+        :meth:`save` writes with ``torch.save``."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["format"] = "dsg_viz.samples/1"
         return d
