@@ -60,7 +60,7 @@ def _stats(f: torch.Tensor, dim: int, eps: float) -> tuple[torch.Tensor, torch.T
     n = f.shape[dim]
     mean = f.sum(dim) / n
     d = f - mean.unsqueeze(dim)
-    var = (d * d).sum(dim) / max(n - 1, 1)  # 1×1 maps: variance 0
+    var = d.square_().sum(dim) / max(n - 1, 1)  # in place: one full-size temporary less; 1×1 maps: variance 0
     return mean, torch.sqrt(var + eps)
 
 
@@ -92,9 +92,10 @@ class _SampleStats(torch.autograd.Function):
         return torch.addcmul(b.unsqueeze(dim), f, a.unsqueeze(dim)), None, None
 
 
-def _flat_spatial(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Return ``x`` [B, C, H, W] viewed as [B, C, H*W] (reduce dim 2) or, if channels-last, [B, H*W, C] (dim 1)."""
-    x = x.float()
+def _flat_spatial(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, int]:
+    """Return ``x`` [B, C, H, W] (cast to ``dtype``) viewed as [B, C, H*W] (reduce dim 2) or, if channels-last,
+    [B, H*W, C] (dim 1)."""
+    x = x.to(dtype)
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return x.permute(0, 2, 3, 1).flatten(1, 2), 1
     return x.flatten(2), 2
@@ -142,6 +143,41 @@ class _BNStats(torch.autograd.Function):
         return grad, None, None, None
 
 
+class _BNStatsLowp(torch.autograd.Function):
+    """:class:`_BNStats` for a bf16/fp16 input ``a`` (autocast): output in ``a``'s dtype, statistics in fp32.
+
+    The statistics are those of ``a``'s values, computed from one fp32 copy of ``a`` that is centred and squared
+    in place (two-pass, as :func:`_stats`; no other full-size temporary). The BN output ``a * scale + shift`` and
+    the backward ``da = a * alpha + beta + dy * scale`` stay in ``a``'s dtype, like the convolutions around them.
+    """
+
+    @staticmethod
+    def forward(ctx, a, scale, shift, eps):  # noqa: D102 - a: [B, C, H, W] bf16/fp16; scale, shift: fp32
+        f, dim = _flat_spatial(a, a.dtype)
+        n = f.shape[dim]
+        g = f.float()  # the one fp32 temporary
+        mean = g.sum(dim) / n
+        g.sub_(mean.unsqueeze(dim))
+        var = g.square_().sum(dim) / max(n - 1, 1)
+        del g
+        std = torch.sqrt(var + eps)
+        ctx.save_for_backward(a, scale, mean, std)
+        ctx.n = n
+        return torch.addcmul(shift.to(a.dtype), a, scale.to(a.dtype)), mean, std
+
+    @staticmethod
+    def backward(ctx, g_y, g_mean, g_std):  # noqa: D102
+        a, scale, mean, std = ctx.saved_tensors
+        alpha = torch.zeros_like(std) if g_std is None else g_std / (max(ctx.n - 1, 1) * std)
+        beta = -mean * alpha
+        if g_mean is not None:
+            beta = beta + g_mean / ctx.n
+        grad = torch.addcmul(beta[:, :, None, None].to(a.dtype), a, alpha[:, :, None, None].to(a.dtype))
+        if g_y is not None:
+            grad.addcmul_(g_y.to(a.dtype), scale.to(a.dtype))
+        return grad, None, None, None
+
+
 class StatsBatchNorm2d(nn.Module):
     """An eval-mode ``BatchNorm2d`` that also keeps :func:`per_sample_stats` of its input in ``self.stats``.
 
@@ -164,7 +200,10 @@ class StatsBatchNorm2d(nn.Module):
         self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        y, mean, std = _BNStats.apply(a.float(), self.scale, self.shift, self.eps)
+        if a.dtype in (torch.bfloat16, torch.float16):  # autocast: output stays low precision, stats are fp32
+            y, mean, std = _BNStatsLowp.apply(a, self.scale, self.shift, self.eps)
+        else:
+            y, mean, std = _BNStats.apply(a.float(), self.scale, self.shift, self.eps)
         self.stats = (mean, std)
         return y
 

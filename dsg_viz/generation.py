@@ -40,6 +40,7 @@ SCI_MODES = ("off", "intended", "offdiag", "faithful")
 SCI_ON = ("pixels", "logits")
 MARGIN_SOURCES = ("per_sample", "batch")
 MARGIN_AXES = ("layer", "channel")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,14 @@ class GenerationConfig:
     Speed switches (the loss is the same up to fp32 rounding; timings in docs/benchmarks.md "Speed"):
     ``fused_stats`` runs a frozen copy of the network whose BN layers compute the per-sample statistics in the
     same autograd node (:func:`dsg_viz.bn.stats_copy`) instead of forward pre-hooks; ``channels_last`` makes
-    that copy NHWC; ``autocast_bf16`` runs forward/backward in bf16 (statistics and losses stay fp32; only worth
-    it on CPUs with AMX/AVX-512-BF16 or on GPUs; it uses the hook path). All off = the plain reference path.
+    that copy NHWC. All off = the plain reference path.
+
+    ``precision`` (:data:`PRECISIONS`): ``"bf16"`` runs the network's forward/backward under bf16 autocast, with
+    the BN statistics and every loss term in fp32 (:class:`dsg_viz.bn.StatsBatchNorm2d`); ``"fp32"`` does not;
+    ``"auto"`` (default) picks bf16 on the fused channels-last path where the device has native bf16 matrix
+    units (AMX/AVX512-BF16 CPUs, CUDA: :func:`dsg_viz._hw.native_bf16`), fp32 elsewhere — :func:`resolve_precision`.
+    Accuracy parity of bf16-generated sets: docs/benchmarks.md "Generation speed". ``autocast_bf16=True`` is the
+    deprecated spelling of ``precision="bf16"`` (mapped, with a ``FutureWarning``).
     """
 
     method: str = "custom"
@@ -89,9 +96,19 @@ class GenerationConfig:
     ce_weight: float = 1.0
     tv_weight: float = 0.01
     l2_weight: float = 0.01
-    autocast_bf16: bool = False
+    autocast_bf16: bool = False  # deprecated: precision="bf16"
     channels_last: bool = True
     fused_stats: bool = True
+    precision: str = "auto"  # "auto" | "fp32" | "bf16"
+
+    def __post_init__(self):
+        if self.autocast_bf16:  # the old switch: map it, so equal settings give equal configs (and cache keys)
+            if self.precision == "fp32":
+                raise ConfigError("autocast_bf16=True contradicts precision='fp32'; use precision alone")
+            warnings.warn("GenerationConfig(autocast_bf16=True) is deprecated; use precision='bf16'", FutureWarning,
+                          stacklevel=3)
+            object.__setattr__(self, "precision", "bf16")
+            object.__setattr__(self, "autocast_bf16", False)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on inconsistent values."""
@@ -115,6 +132,8 @@ class GenerationConfig:
             raise ConfigError(f"lr must be positive (got {self.lr})")
         if self.lse_weight < 1:
             raise ConfigError(f"lse_weight must be >= 1 (1 = off), got {self.lse_weight}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
         m = self.margins
         if not isinstance(m, MarginConfig):
             raise ConfigError(f"margins must be a MarginConfig (got {type(m).__name__})")
@@ -237,6 +256,20 @@ def build_objective(cfg: GenerationConfig, num_layers: int, margins: Margins | N
     return Objective([(w, t) for w, t in terms if w != 0])
 
 
+def resolve_precision(cfg: GenerationConfig, device: torch.device | str = "cpu") -> tuple[str, str]:
+    """Return ``(precision, reason)``: the precision (``"fp32"`` or ``"bf16"``) :func:`generate` runs ``cfg`` in on
+    ``device``, and why. ``"fp32"``/``"bf16"`` are taken as asked; ``"auto"`` gives bf16 only on the fused
+    channels-last path and where :func:`dsg_viz._hw.native_bf16` finds native bf16 matrix units."""
+    from ._hw import native_bf16
+
+    if cfg.precision != "auto":
+        return cfg.precision, "requested"
+    if not (cfg.fused_stats and cfg.channels_last):
+        return "fp32", "auto: bf16 is used only on the fused channels-last path"
+    ok, why = native_bf16(device)
+    return ("bf16" if ok else "fp32"), f"auto: {why}"
+
+
 @dataclass
 class SampleSet:
     """A generated (or real) sample set.
@@ -250,6 +283,8 @@ class SampleSet:
         history: ``{term: [[value per step] per batch]}``, including ``"total"``.
         seed, model, checkpoint_sha256, version, interrupted, seconds: provenance.
         snapshots: optional list of ``(batch, step, images)`` captured during optimization.
+        precision: how the network ran: ``{"requested": cfg.precision, "resolved": "fp32"|"bf16", "reason": ...,
+            "device": ...}`` (:func:`resolve_precision`); empty for ``real`` and for sets saved before it existed.
     """
 
     images: torch.Tensor
@@ -265,6 +300,7 @@ class SampleSet:
     interrupted: bool = False
     seconds: float = 0.0
     snapshots: list = field(default_factory=list)
+    precision: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -395,9 +431,10 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
         from tqdm.auto import tqdm
 
         bar = tqdm(total=nb * max(cfg.steps, 1), desc=f"generate {cfg.method}", leave=False)
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.autocast_bf16 and device.type == "cpu" else (
-        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.autocast_bf16 else contextlib.nullcontext())
-    fused = cfg.fused_stats and not cfg.autocast_bf16 and cfg.steps > 0
+    prec, prec_reason = resolve_precision(cfg, device)
+    # bf16: the network under autocast; statistics (StatsBatchNorm2d / per_sample_stats) and losses stay fp32
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
+    fused = cfg.fused_stats and cfg.steps > 0
     net, stat_layers = model, []
     if fused:  # a frozen copy: the caller's model keeps its modules, flags and memory format
         net, stat_layers = stats_copy(model, cfg.channels_last)
@@ -476,6 +513,7 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
         images=torch.cat(images).float(), labels=torch.cat(labels), method=cfg.method, config=asdict(cfg),
         margins=margins.to_dict() if margins is not None else None, history=history, seed=seed, model=spec.name,
         checkpoint_sha256=checkpoint_sha256, version=__version__, interrupted=interrupted,
+        precision={"requested": cfg.precision, "resolved": prec, "reason": prec_reason, "device": str(device)},
         seconds=time.perf_counter() - t0, snapshots=snapshots)
 
 

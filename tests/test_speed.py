@@ -140,13 +140,14 @@ def test_switches_work(tiny, monkeypatch):
     monkeypatch.setattr(generation, "stats_copy", lambda *a, **k: calls.append(k or a[1:]) or real(*a, **k))
     runs = {}
     for fused, cl in ((False, False), (True, False), (True, True), (False, True)):
-        cfg = preset("dsg", num_samples=6, batch_size=6, steps=3, fused_stats=fused, channels_last=cl)
+        cfg = preset("dsg", num_samples=6, batch_size=6, steps=3, fused_stats=fused, channels_last=cl,
+                     precision="fp32")  # "auto" would pick bf16 for the fused channels-last run on AMX CPUs
         runs[fused, cl] = generate(tiny, cfg, seed=1, progress=False)
         assert runs[fused, cl].config["fused_stats"] == fused and runs[fused, cl].config["channels_last"] == cl
         assert runs[fused, cl].images.is_contiguous()
     assert len(calls) == 2  # only the fused runs build the statistics copy
-    bf = generate(tiny, preset("zeroq", num_samples=4, batch_size=4, steps=1, autocast_bf16=True), progress=False)
-    assert len(calls) == 2 and torch.isfinite(bf.images).all()  # bf16 autocast takes the hook path
+    bf = generate(tiny, preset("zeroq", num_samples=4, batch_size=4, steps=1, precision="bf16"), progress=False)
+    assert len(calls) == 3 and torch.isfinite(bf.images).all()  # bf16 autocast runs on the fused path too
     ref = runs[False, False]
     for k, s in runs.items():  # 3 Adam steps from the same start: same images up to rounding
         assert torch.allclose(s.images, ref.images, atol=1e-3), k
