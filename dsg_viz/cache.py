@@ -177,6 +177,8 @@ def get_or_generate(model: nn.Module, source, num_samples: int | None = None, se
         cfg = source
         cfg.validate()
     elif source == "real":
+        if num_samples is None:
+            raise ConfigError("num_samples is required for real samples")
         if overrides:
             raise ConfigError(f"real samples take no generation settings (got {', '.join(sorted(overrides))})")
         cfg = None
