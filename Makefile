@@ -9,7 +9,7 @@ SHARED := $(abspath ../shared)
 export DSG_VIZ_DATA_ROOT ?= $(if $(wildcard $(SHARED)/datasets),$(SHARED),$(abspath data))
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test test-browser test-install docs lab install clean
+.PHONY: demo test test-browser test-install docs test-docs lab install clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,12 +35,18 @@ test-browser: $(BIN)/.installed
 test-install: $(BIN)/.installed
 	.ci/test-install.sh $(PYTHON)
 
-# the static site in site/ (mkdocs-material; docs/README.md): pages of docs/, the six tutorials executed in smoke mode
-# (DSG_VIZ_SMOKE=1) with their outputs, the API reference; warnings are errors. Serve it with
+# the static site in site/ (mkdocs.yml; README.md "Documentation site"): the pages of docs/, the six tutorials
+# executed in smoke mode (DSG_VIZ_SMOKE=1) with their outputs, the API reference; warnings are errors. Serve it with
 # `.venv/bin/python -m http.server -d site 8000` (or `.venv/bin/mkdocs serve` while editing).
 docs: $(BIN)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[notebooks,docs]'
-	DSG_VIZ_SMOKE=$${DSG_VIZ_SMOKE-1} OMP_NUM_THREADS=$${OMP_NUM_THREADS-1} $(BIN)/mkdocs build --strict --clean
+	DSG_VIZ_SMOKE=$${DSG_VIZ_SMOKE-1} OMP_NUM_THREADS=$${OMP_NUM_THREADS-1} NO_MKDOCS_2_WARNING=1 \
+		$(BIN)/mkdocs build --strict --clean
+
+# the built site (run `make docs` first) in headless Chromium: home, a tutorial and the API page render, no errors
+test-docs: $(BIN)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[browser]'
+	$(BIN)/python -m pytest -q -ra -m browser tests/test_docs.py
 
 # the tutorial notebooks, on this project's virtual environment (kernel "Python 3" = .venv/bin/python)
 lab: $(BIN)/.installed

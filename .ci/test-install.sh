@@ -48,7 +48,7 @@ EOF
 step "fresh venv with the tested torch/torchvision ($PY)"
 "$PY" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python
-"$VPY" -m pip install -q -c constraints.txt torch torchvision 2>&1 | grep -v "^WARNING: Location" || true
+"$VPY" -m pip install -q --no-compile -c constraints.txt torch torchvision 2>&1 | grep -v "^WARNING: Location" || true
 "$VPY" -c "import torch, torchvision" || fail "torch did not install into the fresh venv"
 torch_id() {
     "$VPY" - <<'EOF'

@@ -22,17 +22,15 @@ import hashlib
 import html
 import importlib
 import inspect
-import json
+import logging
 import os
 import re
 import time
 from pathlib import Path
 
-from mkdocs.exceptions import PluginError
-from mkdocs.plugins import get_plugin_logger
-from mkdocs.structure.files import File
-
-log = get_plugin_logger("dsg_viz")
+# mkdocs is imported where it is needed, so tests/test_docs.py can test the functions below without the docs extra.
+# A child of the "mkdocs" logger: its warnings count for `mkdocs build --strict`.
+log = logging.getLogger("mkdocs.plugins.dsg_viz")
 
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
@@ -170,6 +168,7 @@ def _staticize_widgets(nb) -> int:
 def execute_notebook(src: Path, dest: Path, env: dict) -> None:
     """Execute ``src`` from ``notebooks/`` with ``env``, make its panels static, write it to ``dest``."""
     import nbformat
+    from mkdocs.exceptions import PluginError
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
@@ -195,6 +194,8 @@ def execute_notebook(src: Path, dest: Path, env: dict) -> None:
 
 
 def on_files(files, config):
+    from mkdocs.structure.files import File
+
     env = _kernel_env()
     force = os.environ.get("DSG_VIZ_DOCS_REEXECUTE") == "1"
     t0 = time.perf_counter()
