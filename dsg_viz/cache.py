@@ -3,7 +3,8 @@
 A generated sample set is stored under a key that hashes everything its pixels depend on: the model name, the
 checkpoint's SHA-256 (or, for a model built without a checkpoint, a hash of its weights), the **full**
 :class:`~dsg_viz.generation.GenerationConfig` (``asdict``: preset name, every weight, the margin settings, steps,
-batch size, sample count...), the seed and the package version. Real train images are keyed by the model, the
+batch size, sample count...), the precision it runs in on this device (``precision="auto"`` is fp32 or bf16
+depending on the hardware), the seed and the package version. Real train images are keyed by the model, the
 count, the seed, the data root and the version. So a renamed preset, a changed default or another checkpoint never
 reuses an old file: it simply misses the cache. A file is also checked against the key's inputs when loaded.
 
@@ -76,14 +77,17 @@ def _version() -> str:
 
 
 def sample_key(model_name: str, checkpoint_sha256: str | None, cfg, num_samples: int | None = None, seed: int = 0,
-               version: str | None = None) -> str:
+               version: str | None = None, precision: str | None = None) -> str:
     """Return the cache key (20 hex digits) of a generated sample set: a hash of the model name, the checkpoint's
     SHA-256, ``asdict(cfg)`` (the full :class:`~dsg_viz.generation.GenerationConfig`, margins included), the sample
-    count (``cfg.num_samples`` when ``None``), the seed and the package version (default: this one)."""
+    count (``cfg.num_samples`` when ``None``), the seed, the package version (default: this one) and, if given, the
+    precision ``precision="auto"`` resolves to on the generating device (``"fp32"`` / ``"bf16"``)."""
     n = cfg.num_samples if num_samples is None else num_samples
-    return _digest({"format": KEY_FORMAT, "kind": "generated", "model": model_name,
-                    "checkpoint_sha256": checkpoint_sha256, "config": asdict(cfg), "num_samples": int(n),
-                    "seed": int(seed), "version": version or _version()})
+    payload = {"format": KEY_FORMAT, "kind": "generated", "model": model_name, "checkpoint_sha256": checkpoint_sha256,
+               "config": asdict(cfg), "num_samples": int(n), "seed": int(seed), "version": version or _version()}
+    if precision is not None:
+        payload["resolved_precision"] = precision
+    return _digest(payload)
 
 
 def _data_identity(data_root: str | None) -> str:
@@ -163,7 +167,7 @@ def get_or_generate(model: nn.Module, source, num_samples: int | None = None, se
 
     An interrupted generation is returned but not cached.
     """
-    from .generation import GenerationConfig, generate, preset, real_samples
+    from .generation import GenerationConfig, generate, preset, real_samples, resolve_precision
 
     version = _version()
     name, ident = model_identity(model)
@@ -191,7 +195,8 @@ def get_or_generate(model: nn.Module, source, num_samples: int | None = None, se
         expect = {"method": "real", "num_samples": num_samples, "seed": seed, "model": name, "version": version}
         path = cache_path(key, "real", num_samples, seed, name, cache_dir)
     else:
-        key = sample_key(name, ident, cfg, cfg.num_samples, seed, version)
+        device = next(model.parameters()).device
+        key = sample_key(name, ident, cfg, cfg.num_samples, seed, version, resolve_precision(cfg, device)[0])
         expect = {"method": cfg.method, "num_samples": cfg.num_samples, "seed": seed, "model": name,
                   "version": version, "config": asdict(cfg)}
         path = cache_path(key, cfg.method, cfg.num_samples, seed, name, cache_dir)

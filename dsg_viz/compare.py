@@ -43,7 +43,8 @@ class CompareConfig:
     convention: str = "zeroq"
     methods: tuple[str, ...] = ("calib",)
     margin_scale: float | None = None
-    bf16: bool = False
+    bf16: bool = False  # deprecated: precision="bf16"
+    precision: str | None = None  # generation precision ("auto", "fp32", "bf16"); None = the presets' ("auto")
     data_root: str | None = None
     eval_limit: int | None = None  # evaluate on a fixed subset of the evaluation split (smoke runs only)
     eval_split: str = "test"  # "test" for reported numbers; "val" (last 500 train images per class) for tuning
@@ -69,6 +70,10 @@ class CompareConfig:
             raise ConfigError(f"unknown evaluation split {self.eval_split!r}; use 'test' (report) or 'val' (tuning)")
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1 (got {self.seeds})")
+        if self.precision not in (None, "auto", "fp32", "bf16"):
+            raise ConfigError(f"unknown precision {self.precision!r}; use auto, fp32 or bf16")
+        if self.bf16 and self.precision not in (None, "bf16"):
+            raise ConfigError(f"bf16 contradicts precision {self.precision!r}; use precision alone")
         known = ("calib", "adaround", "brecq", "qat")
         for m in self.methods:
             if m not in known:
@@ -91,8 +96,8 @@ def _sample_path(out: Path, cfg: CompareConfig, source: str, seed: int) -> Path:
         tag += f"-steps{cfg.steps if cfg.steps is not None else 'def'}-bs{cfg.batch_size or 'def'}"
         if cfg.margin_scale is not None and preset(source).sda:
             tag += f"-ms{cfg.margin_scale:g}"
-        if cfg.bf16:
-            tag += "-bf16"
+        if cfg.bf16 or cfg.precision not in (None, "auto"):
+            tag += f"-{cfg.precision or 'bf16'}"
     return out / "samples" / f"{tag}.pt"
 
 
@@ -110,8 +115,8 @@ def sample_overrides(cfg: CompareConfig, source: str) -> dict:
     p = preset(source)
     overrides = {"steps": cfg.steps if p.steps and cfg.steps is not None else NOT_GIVEN,
                  "batch_size": cfg.batch_size if cfg.batch_size is not None else NOT_GIVEN}
-    if cfg.bf16:
-        overrides["autocast_bf16"] = True
+    if cfg.bf16 or cfg.precision is not None:
+        overrides["precision"] = cfg.precision or "bf16"
     if cfg.margin_scale is not None and p.sda:
         overrides["margins"] = replace(p.margins, scale=cfg.margin_scale)
     return overrides
@@ -176,7 +181,7 @@ def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: Compare
 
 # settings that change a result cell: a resumed run must match them (sources, bits, seeds, methods may grow)
 _RESULT_KEYS = ("model", "num_samples", "steps", "batch_size", "calibration", "weight_range", "convention",
-                "margin_scale", "bf16", "eval_limit", "eval_split")
+                "margin_scale", "bf16", "precision", "eval_limit", "eval_split")
 
 
 # `--method qat`: the row's source names the generator objective trained during QAT (dsg_viz.qat): zeroq+ce (BN

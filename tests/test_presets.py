@@ -159,6 +159,9 @@ def test_sample_key_covers_the_full_config():
               sample_key("m", "abc", PRESETS["dsg"], 128, 0, "1"), sample_key("m", "abc", PRESETS["dsg"], 256, 1, "1"),
               sample_key("m", "abc", PRESETS["dsg"], 256, 0, "2")]
     assert len({base, *others}) == len(others) + 1
+    # precision "auto" resolves per device (fp32 here, bf16 on hardware with native bf16): keyed on the result
+    assert sample_key("m", "abc", PRESETS["dsg"], 256, 0, "1", "fp32") != sample_key("m", "abc", PRESETS["dsg"], 256,
+                                                                                     0, "1", "bf16")
     assert real_key("m", 8, 0, "/a", "1") != real_key("m", 8, 0, "/b", "1") != real_key("m", 8, 1, "/b", "1")
 
 

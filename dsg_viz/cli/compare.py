@@ -19,7 +19,7 @@ def cmd_compare(args, demo: bool = False) -> None:
         cfg = CompareConfig(model=DEMO["model"], checkpoint=ckpt, sources=DEMO["sources"], bits=DEMO["bits"],
                             seeds=DEMO["seeds"], num_samples=DEMO["num_samples"], steps=DEMO["steps"],
                             batch_size=DEMO["batch_size"], data_root=args.data_root, bf16=args.bf16,
-                            device=device)
+                            precision=args.precision, device=device)
     else:
         cfg = CompareConfig(model=args.model, checkpoint=args.checkpoint,
                             sources=tuple(map(resolve_method_arg, parse_list(args.sources))),
@@ -27,6 +27,7 @@ def cmd_compare(args, demo: bool = False) -> None:
                             steps=args.steps, batch_size=args.batch_size, calibration=args.calibration,
                             weight_range=args.weight_range, convention=args.convention,
                             methods=parse_list(args.method), margin_scale=args.margin_scale, bf16=args.bf16,
+                            precision=args.precision,
                             data_root=args.data_root, eval_limit=args.eval_limit, eval_split=args.eval_split,
                             device=device)
     t0 = time.perf_counter()
@@ -67,7 +68,10 @@ def register(sub) -> None:
                         "rows zeroq+ce→gdfq, dsg/dsg-tuned→dsg and dsg-official generators, CPU schedule)")
     q.add_argument("--margin-scale", type=float, default=None,
                    help="scale of the SDA margins of every SDA source (default: each preset's: dsg 1, dsg-tuned 0.3)")
-    q.add_argument("--bf16", action="store_true", help="bf16 autocast in generation")
+    q.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                   help="generation precision (default: the presets' auto = bf16 where the device has native bf16, "
+                        "AMX/AVX512-BF16 CPU or CUDA, else fp32; statistics and losses stay fp32)")
+    q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
     q.add_argument("--eval-split", default="test", choices=["test", "val"],
                    help="test: report; val: 5,000 held-out train images, for tuning any setting")
@@ -79,7 +83,8 @@ def register(sub) -> None:
     q.add_argument("--data-root", default=None)
     q.add_argument("--threads", type=int, default=None)
     add_device(q)
-    q.add_argument("--bf16", action="store_true")
+    q.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"])
+    q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
     q.add_argument("--json", action="store_true")
     q.add_argument("--out", default="runs/demo")
     q.set_defaults(func=lambda a: cmd_compare(a, demo=True))

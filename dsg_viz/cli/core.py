@@ -55,16 +55,21 @@ def cmd_generate(args) -> None:
             base, **{k: v for k, v in {"quantile": args.margin_quantile, "scale": args.margin_scale,
                                        "source": args.margin_source, "axis": args.margin_axis,
                                        "file": args.margins_file}.items() if v is not None})
-    if args.bf16:
-        overrides["autocast_bf16"] = True
+    if args.bf16 and args.precision not in (None, "bf16"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--bf16 contradicts --precision {args.precision}; use --precision alone")
+    if args.precision or args.bf16:  # --bf16: the deprecated spelling of --precision bf16
+        overrides["precision"] = args.precision or "bf16"
     s = make_samples(model, args.method, args.num_samples, seed=args.seed, data_root=args.data_root,
                      progress=not args.json, checkpoint_sha256=sha, **overrides)
     out = s.save(args.out, grid=True, mean=model.spec.mean, std=model.spec.std)
     final = {k: v[-1][-1] for k, v in s.history.items() if v and v[-1]}
     obj = {"out": str(out), "grid": str(Path(out).with_suffix(".png")), "method": s.method, "num_samples": len(s),
            "seconds": round(s.seconds, 2), "interrupted": s.interrupted, "final_loss": final,
-           "device": str(model_device(model))}
+           "device": str(model_device(model)), "precision": s.precision.get("resolved")}
     emit(args, obj, f"wrote {len(s)} {s.method} samples to {out} (grid {obj['grid']}) in {s.seconds:.1f} s"
+                    + (f" ({obj['precision']})" if obj["precision"] else "")
                     + (" [interrupted]" if s.interrupted else ""))
 
 
@@ -107,7 +112,10 @@ def register(sub) -> None:
     q.add_argument("--margin-source", default=None, choices=["per_sample", "batch"])
     q.add_argument("--margin-axis", default=None, choices=["layer", "channel"])
     q.add_argument("--margins-file", default=None, help="load margins (.pt, .npz or folder with m.npy/n.npy)")
-    q.add_argument("--bf16", action="store_true", help="bf16 autocast for forward/backward (stats stay fp32)")
+    q.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                   help="network forward/backward precision (statistics and losses stay fp32); default auto: bf16 "
+                        "where the device has native bf16 (AMX/AVX512-BF16 CPU, CUDA), else fp32")
+    q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
     q.add_argument("--out", required=True, help="output .pt file (a PNG grid is written beside it)")
     q.set_defaults(func=cmd_generate)
 
