@@ -49,6 +49,7 @@ class CompareConfig:
     eval_limit: int | None = None  # evaluate on a fixed subset of the evaluation split (smoke runs only)
     eval_split: str = "test"  # "test" for reported numbers; "val" (last 500 train images per class) for tuning
     device: str = "cpu"  # where the model runs ("cpu", "cuda", "cuda:N"); not part of a cell's identity
+    recon_iters: int | None = None  # adaround/brecq steps per unit; None = ReconstructionConfig's (200; papers 20,000)
 
     def __post_init__(self):
         from .generation import DEPRECATED_NAMES, resolve_method
@@ -166,22 +167,26 @@ def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: Compare
     w, a = parse_bits(bits)
     qcfg = QuantConfig(w_bits=w, a_bits=a, act_method=cfg.calibration, w_method=cfg.weight_range,
                        convention=cfg.convention)
+    from .data import forward_batch_size
+
+    fb = forward_batch_size(model.spec, cfg.batch_size, 256)  # images per forward pass (224 px: --batch-size)
     t0 = time.perf_counter()
     qm = quantize(model, qcfg)
-    calibrate(qm, images)
+    calibrate(qm, images, batch_size=fb)
     if method in ("adaround", "brecq"):
         from .quant.reconstruct import ReconstructionConfig, reconstruct
 
-        reconstruct(qm, model, images, ReconstructionConfig(kind=method, seed=seed))
+        rc = {} if cfg.recon_iters is None else {"iters": cfg.recon_iters}
+        reconstruct(qm, model, images, ReconstructionConfig(kind=method, seed=seed, **rc), forward_batch_size=fb)
     t1 = time.perf_counter()
-    r = evaluate(qm, test_split)
+    r = evaluate(qm, test_split, batch_size=forward_batch_size(model.spec, cfg.batch_size, 100))
     return {"top1": r["top1"], "top5": r["top5"], "n": r["n"], "quant_seconds": round(t1 - t0, 2),
             "eval_seconds": round(time.perf_counter() - t1, 2), "convention": qcfg.describe()}
 
 
 # settings that change a result cell: a resumed run must match them (sources, bits, seeds, methods may grow)
 _RESULT_KEYS = ("model", "num_samples", "steps", "batch_size", "calibration", "weight_range", "convention",
-                "margin_scale", "bf16", "precision", "eval_limit", "eval_split")
+                "margin_scale", "bf16", "precision", "eval_limit", "eval_split", "recon_iters")
 
 
 # `--method qat`: the row's source names the generator objective trained during QAT (dsg_viz.qat): zeroq+ce (BN
@@ -213,7 +218,7 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
                 cache_dir: str | os.PathLike | None = None) -> dict:
     """Run (or resume) a comparison into ``out`` and return the results dict (also written to disk). Sample sets
     come from the shared sample cache ``cache_dir`` (default :func:`dsg_viz.cache.default_cache_dir`)."""
-    from .data import load_split, resolve_checkpoint
+    from .data import forward_batch_size, load_eval_split, resolve_model_checkpoint
     from .evaluate import evaluate
     from .models import create_model, get_spec, sha256_file
 
@@ -221,15 +226,14 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = get_spec(cfg.model)
-    ckpt = resolve_checkpoint(cfg.checkpoint, spec.default_checkpoint, cfg.data_root, spec.dataset)
+    if "qat" in cfg.methods and spec.dataset != "cifar10":
+        raise ConfigError(f"--method qat in compare runs the CIFAR-10 CPU schedule; for {spec.name} run "
+                          "'dsg-viz qat' (docs/imagenet.md)")
+    ckpt = resolve_model_checkpoint(spec, cfg.checkpoint, cfg.data_root)  # "random": a random init, with a warning
     model = create_model(cfg.model, ckpt).to(cfg.device)
     sha = sha256_file(ckpt) if ckpt else None
-    if cfg.eval_split == "val":
-        from .data import train_val_split
-
-        test = train_val_split(cfg.data_root)[1]
-    else:
-        test = load_split("test", cfg.data_root)
+    # CIFAR-10: the test split or the 5,000 held-out train images; ImageNet: val/ or held-out train/ images, lazily
+    test = load_eval_split(spec, cfg.eval_split, cfg.data_root)
     if cfg.eval_limit:
         test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:cfg.eval_limit])
     rpath = out / "results.json"
@@ -248,7 +252,7 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
                           "use another --out directory or the same settings to resume")
     cells: dict = results.get("cells", {})
     if "fp" not in results:
-        results["fp"] = evaluate(model, test)
+        results["fp"] = evaluate(model, test, batch_size=forward_batch_size(spec, cfg.batch_size, 100))
     results["config"] = asdict(cfg) | {"checkpoint": ckpt, "checkpoint_sha256": sha}
 
     def save():

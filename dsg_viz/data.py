@@ -53,6 +53,35 @@ def resolve_checkpoint(checkpoint: str | None, default_name: str | None, data_ro
     return str(resolve_data_root(data_root) / "models" / dataset / default_name)
 
 
+RANDOM_WEIGHTS = "random"  # --weights random: a random init, asked for explicitly (smoke tests, timing)
+
+
+def resolve_model_checkpoint(spec, given: str | None, data_root: str | os.PathLike | None = None) -> str | None:
+    """Return the checkpoint of a model with spec ``spec``: ``given`` (a path) as is; ``"random"`` → ``None`` (random
+    init, with a warning); nothing given → ``<root>/models/<dataset>/<spec.default_checkpoint>`` (``None`` for a model
+    without one, e.g. ``tiny_bn``).
+
+    An ImageNet model never falls back to a random init or a download silently: without ``given`` and without the
+    file that ``dsg-viz fetch --imagenet-weights`` writes, this raises :class:`CheckpointError` saying what to pass.
+    """
+    import warnings
+
+    from .errors import CheckpointError
+
+    if given is not None and str(given).strip().lower() == RANDOM_WEIGHTS:
+        warnings.warn(f"{spec.name}: random-init weights (--weights random); accuracies are meaningless, use this only "
+                      "for smoke tests and timing", UserWarning, stacklevel=2)
+        return None
+    ckpt = resolve_checkpoint(given, spec.default_checkpoint, data_root, spec.dataset)
+    if not given and spec.dataset == "imagenet" and (ckpt is None or not Path(ckpt).is_file()):
+        where = f" (no {ckpt})" if ckpt else ""
+        raise CheckpointError(
+            f"{spec.name} needs ImageNet weights{where}: pass --weights PATH (a torchvision state dict), run "
+            f"'dsg-viz fetch --imagenet-weights {spec.name}' to download torchvision's published ones into the data "
+            "root, or pass --weights random for a random init (smoke tests only)")
+    return ckpt
+
+
 @dataclass(frozen=True)
 class Split:
     """A decoded split: ``images`` uint8 [N, 3, H, W] (RGB), ``labels`` int64 [N]."""
@@ -161,6 +190,30 @@ def sample_calibration(n: int, seed: int = 0, data_root: str | os.PathLike | Non
     return split.subset(torch.randperm(len(split), generator=g)[:n])
 
 
+def sample_real(spec, n: int, seed: int = 0, data_root: str | os.PathLike | None = None) -> Split:
+    """Return ``n`` real calibration images for a model with spec ``spec`` (uint8, decoded): CIFAR-10 train images
+    (:func:`sample_calibration`) or ImageNet ``train/`` images (:func:`dsg_viz.imagenet.sample_calibration`); never
+    test images, never the tuning split."""
+    if spec.dataset == "cifar10":
+        return sample_calibration(n, seed, data_root)
+    if spec.dataset == "imagenet":
+        from .imagenet import sample_calibration as imagenet_calibration
+
+        return imagenet_calibration(n, seed, data_root, size=spec.input_size[-1])
+    raise DataError(f"real samples exist only for CIFAR-10 and ImageNet models; {spec.name} is a {spec.dataset} model")
+
+
+def forward_batch_size(spec, given: int | None, default: int) -> int:
+    """Return the images per forward pass of calibration, reconstruction caching, evaluation and diagnostics.
+
+    ImageNet-size inputs (>= 128 pixels): ``given`` (``--batch-size``), else 32, so that memory stays bounded at
+    224 × 224 (docs/imagenet.md). Small inputs (CIFAR): ``default``, whatever ``given`` says, so that the published
+    CIFAR numbers keep their exact forward batches (results do not depend on them up to float rounding)."""
+    if spec.input_size[-1] >= 128:
+        return int(given) if given else 32
+    return default
+
+
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """Map uint8 [N, 3, H, W] (or float in [0, 1]) images to the model's input space, float32."""
     x = images.float()
@@ -180,7 +233,8 @@ def denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 def load_eval_split(spec, split: str = "test", data_root: str | os.PathLike | None = None) -> Split:
     """Return the evaluation split of ``spec.dataset``: CIFAR-10 ``test``/``train``/``val`` (the 5,000 held-out
-    train images); ImageNet-size models read ``<root>/val/<wnid>/*.JPEG`` (see :mod:`dsg_viz.imagenet`)."""
+    train images); ImageNet-size models read ``<root>/val/<wnid>/*.JPEG`` for ``test`` and ``<root>/train/`` for
+    ``train``/``val``, lazily (:class:`dsg_viz.imagenet.ImageFolderSplit`, decoded batch by batch)."""
     if spec.dataset == "cifar10":
         if split == "val":
             return train_val_split(data_root)[1]

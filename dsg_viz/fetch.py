@@ -1,4 +1,5 @@
-"""``dsg-viz fetch``: download CIFAR-10 (through torchvision) and the published ResNet checkpoints into a data root.
+"""``dsg-viz fetch``: download CIFAR-10 (through torchvision) and the published ResNet checkpoints into a data root;
+with ``--imagenet-weights`` torchvision's published ImageNet weights (:func:`fetch_imagenet_weights`).
 
 Downloads are written to a temporary file and renamed only after the size/SHA-256 check, so an interrupted
 download never leaves a half-written file behind.
@@ -44,6 +45,55 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, t
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+# torchvision weights fetched by `dsg-viz fetch --imagenet-weights`: IMAGENET1K_V1, the original releases (top-1
+# 69.76 / 76.13 / 71.88 in torchvision's own evaluation); the paper's ResNets are pytorchcv's (71.47 / 77.72)
+IMAGENET_WEIGHTS = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
+                    "mobilenet_v2": "MobileNet_V2_Weights.IMAGENET1K_V1"}
+
+
+def fetch_imagenet_weights(data_root: str | os.PathLike, names: list[str], progress: bool = True) -> list[str]:
+    """Download torchvision's published ImageNet weights of ``names`` into ``<root>/models/imagenet/<name>.pth``
+    (the default checkpoint of those models) and return the paths. Only called when asked for
+    (``dsg-viz fetch --imagenet-weights``): nothing else in dsg_viz downloads weights.
+
+    Uses torchvision's own download (``torch.hub.load_state_dict_from_url`` with its hash check); an existing file is
+    kept. The file is a plain state dict, read later with ``torch.load(weights_only=True)``.
+    """
+    import torch
+    import torchvision.models as tvm
+
+    from .data import resolve_data_root
+    from .models import get_spec
+
+    root = resolve_data_root(data_root)
+    dest_dir = root / "models" / "imagenet"
+    out = []
+    for name in names:
+        spec = get_spec(name)
+        if name not in IMAGENET_WEIGHTS:
+            raise DataError(f"no published torchvision weights known for {name!r}; choose from "
+                            f"{', '.join(IMAGENET_WEIGHTS)} or pass --weights PATH")
+        dest = dest_dir / spec.default_checkpoint
+        if dest.is_file():
+            out.append(str(dest))
+            continue
+        enum_name, member = IMAGENET_WEIGHTS[name].split(".")
+        weights = getattr(getattr(tvm, enum_name), member)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            sd = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(dest_dir), progress=progress,
+                                                    check_hash=True, map_location="cpu")
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"cannot download {name} weights from {weights.url} ({type(e).__name__}: {e}); check "
+                            "your network, or download the file yourself and pass --weights PATH") from None
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        torch.save(sd, tmp)
+        os.replace(tmp, dest)
+        Path(dest_dir / Path(weights.url).name).unlink(missing_ok=True)  # torchvision's copy, now saved as dest
+        out.append(str(dest))
+    return out
 
 
 def fetch(data_root: str | os.PathLike, models: list[str] | None = None, dataset: bool = True,

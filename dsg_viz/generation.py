@@ -518,15 +518,14 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
 
 
 def real_samples(model_name: str, n: int, seed: int = 0, data_root: str | None = None) -> SampleSet:
-    """Return ``n`` real train images (never test, never the validation subset) as a :class:`SampleSet`."""
+    """Return ``n`` real train images (never test, never the validation subset) as a :class:`SampleSet`
+    (CIFAR-10 train images, or ImageNet ``train/`` images for ImageNet models: :func:`dsg_viz.data.sample_real`)."""
     from . import __version__
-    from .data import normalize, sample_calibration
+    from .data import normalize, sample_real
     from .models import get_spec
 
     spec = get_spec(model_name)
-    if spec.dataset != "cifar10":
-        raise ConfigError(f"real samples exist only for CIFAR-10 models; {model_name} is a {spec.dataset} model")
-    split = sample_calibration(n, seed, data_root)
+    split = sample_real(spec, n, seed, data_root)
     return SampleSet(images=normalize(split.images, spec.mean, spec.std), labels=split.labels, method="real",
                      seed=seed, model=model_name, version=__version__)
 

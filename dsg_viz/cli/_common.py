@@ -8,13 +8,22 @@ import json
 from ..errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+DATASETS = ("cifar10", "imagenet", "synthetic")
 
 
 def add_common(p: argparse.ArgumentParser, model_default: str | None = "resnet20_cifar10") -> None:
-    """Options every model command takes: ``--model --checkpoint --data-root --threads --device --json``."""
+    """Options every model command takes: ``--model --checkpoint --weights --dataset --data-root --threads --device
+    --json``."""
     p.add_argument("--model", default=model_default, help="registered model name (see 'dsg-viz list-models')")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (.th/.pt); default: <data-root>/models/<dataset>/<published file>")
+    p.add_argument("--weights", default=None, metavar="PATH|random",
+                   help="a torchvision state dict (.pth, read with torch.load(weights_only=True)) for ImageNet models "
+                        "(resnet18, resnet50, mobilenet_v2); 'random' = random init (smoke tests). Nothing is "
+                        "downloaded: see 'dsg-viz fetch --imagenet-weights'")
+    p.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="the model's dataset (default: the model's own; a different one is an error). imagenet reads "
+                        "<data-root>/val/<wnid>/*.JPEG (or <data-root>/datasets/imagenet/val)")
     p.add_argument("--data-root", default=None, help="data root (default: $DSG_VIZ_DATA_ROOT, else ./data)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     add_device(p)
@@ -48,15 +57,40 @@ def resolve_device(name: str | None):
     return dev
 
 
-def load_model(args):
-    """Build ``args.model`` from its checkpoint on ``args.device``; return ``(model, checkpoint, sha256)``."""
-    from ..data import resolve_checkpoint
-    from ..models import create_model, get_spec, sha256_file
+def check_dataset(args):
+    """Return the spec of ``args.model`` after checking ``--dataset`` (if given) and ``--checkpoint``/``--weights``."""
+    from ..models import get_spec
 
     spec = get_spec(args.model)
-    given = args.checkpoint or getattr(args, "weights", None)
-    ckpt = resolve_checkpoint(given, spec.default_checkpoint, args.data_root, spec.dataset)
-    model = create_model(args.model, ckpt)
+    ds = getattr(args, "dataset", None)
+    if ds and ds != spec.dataset:
+        raise ConfigError(f"--dataset {ds} does not fit --model {spec.name} (dataset {spec.dataset}); pick a "
+                          f"{ds} model (see 'dsg-viz list-models') or drop --dataset")
+    if args.checkpoint and getattr(args, "weights", None):
+        raise ConfigError("pass either --checkpoint or --weights, not both")
+    return spec
+
+
+def checkpoint_arg(args) -> str | None:
+    """Return the checkpoint the options name: ``--checkpoint`` or ``--weights`` (``random`` included), or ``None``."""
+    return args.checkpoint or getattr(args, "weights", None)
+
+
+def load_model(args):
+    """Build ``args.model`` from its checkpoint on ``args.device``; return ``(model, checkpoint, sha256)``.
+
+    ``--weights PATH`` is read with ``torch.load(weights_only=True)``; ``--weights random`` gives a random init (with
+    a warning); an ImageNet model without either is an error (:func:`dsg_viz.data.resolve_model_checkpoint`)."""
+    from ..data import resolve_model_checkpoint
+    from ..models import create_model, load_checkpoint, sha256_file
+
+    spec = check_dataset(args)
+    ckpt = resolve_model_checkpoint(spec, checkpoint_arg(args), args.data_root)
+    if ckpt and getattr(args, "weights", None):
+        model = load_checkpoint(create_model(args.model), ckpt, weights_only=True)
+        model.checkpoint_sha256 = sha256_file(ckpt)  # as create_model(name, checkpoint) records it
+    else:
+        model = create_model(args.model, ckpt)
     sha = sha256_file(ckpt) if ckpt else None
     device = resolve_device(getattr(args, "device", "cpu"))
     return model.to(device), ckpt, sha

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from ._common import add_common, add_device, parse_list, resolve_device, resolve_method_arg
+from ._common import (add_common, add_device, check_dataset, checkpoint_arg, parse_list, resolve_device,
+                      resolve_method_arg)
 
 
 def cmd_compare(args, demo: bool = False) -> None:
@@ -21,7 +22,8 @@ def cmd_compare(args, demo: bool = False) -> None:
                             batch_size=DEMO["batch_size"], data_root=args.data_root, bf16=args.bf16,
                             precision=args.precision, device=device)
     else:
-        cfg = CompareConfig(model=args.model, checkpoint=args.checkpoint,
+        check_dataset(args)
+        cfg = CompareConfig(model=args.model, checkpoint=checkpoint_arg(args),
                             sources=tuple(map(resolve_method_arg, parse_list(args.sources))),
                             bits=parse_list(args.bits), seeds=args.seeds, num_samples=args.num_samples,
                             steps=args.steps, batch_size=args.batch_size, calibration=args.calibration,
@@ -29,7 +31,7 @@ def cmd_compare(args, demo: bool = False) -> None:
                             methods=parse_list(args.method), margin_scale=args.margin_scale, bf16=args.bf16,
                             precision=args.precision,
                             data_root=args.data_root, eval_limit=args.eval_limit, eval_split=args.eval_split,
-                            device=device)
+                            device=device, recon_iters=args.recon_iters)
     t0 = time.perf_counter()
     res = run_compare(cfg, args.out, progress=not args.json, log=(lambda *a: None) if args.json else print)
     wall = time.perf_counter() - t0
@@ -73,8 +75,11 @@ def register(sub) -> None:
                         "AMX/AVX512-BF16 CPU or CUDA, else fp32; statistics and losses stay fp32)")
     q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
+    q.add_argument("--recon-iters", type=int, default=None,
+                   help="adaround/brecq optimization steps per unit (default 200, CPU-sized; the papers use 20,000)")
     q.add_argument("--eval-split", default="test", choices=["test", "val"],
-                   help="test: report; val: 5,000 held-out train images, for tuning any setting")
+                   help="test: report (ImageNet: the val/ folder); val: held-out train images, for tuning any "
+                        "setting (CIFAR-10: 5,000; ImageNet: the last 10 per class of train/)")
     q.add_argument("--out", required=True)
     q.set_defaults(func=cmd_compare)
 

@@ -19,14 +19,15 @@ def cmd_list_models(args) -> None:
 def cmd_eval(args) -> None:
     import torch
 
-    from ..data import load_eval_split
+    from ..data import forward_batch_size, load_eval_split
     from ..evaluate import evaluate
 
     model, ckpt, _ = load_model(args)
     split = load_eval_split(model.spec, args.split, args.data_root)
     if args.limit:
         split = split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:args.limit])
-    r = evaluate(model, split, progress=not args.json)
+    r = evaluate(model, split, progress=not args.json,
+                 batch_size=forward_batch_size(model.spec, args.batch_size, 100))
     r.update({"model": args.model, "checkpoint": ckpt, "split": args.split, "device": str(model_device(model))})
     emit(args, r, f"{args.model} on {model.spec.dataset} {args.split} ({r['n']} images): top-1 {r['top1']:.2f}  "
                   f"top-5 {r['top5']:.2f}")
@@ -78,8 +79,17 @@ def cmd_fetch(args) -> None:
     from ..fetch import fetch
 
     root = resolve_data_root(args.data_root)
-    r = fetch(root, models=args.models.split(",") if args.models else None, dataset=not args.no_dataset,
-              base_url=args.base_url)
+    imagenet = [m.strip() for m in (args.imagenet_weights or "").split(",") if m.strip()]
+    if imagenet and not args.models:  # only the ImageNet weights were asked for
+        r = {"dataset": None, "checkpoints": []}
+    else:
+        r = fetch(root, models=args.models.split(",") if args.models else None, dataset=not args.no_dataset,
+                  base_url=args.base_url)
+    if imagenet:
+        from ..fetch import fetch_imagenet_weights
+
+        r["imagenet_weights"] = fetch_imagenet_weights(root, imagenet, progress=not args.json)
+        r["checkpoints"] += r["imagenet_weights"]
     emit(args, r, f"fetched into {root}: dataset {r['dataset']}, checkpoints {', '.join(r['checkpoints'])}")
 
 
@@ -94,8 +104,11 @@ def register(sub) -> None:
     q = sub.add_parser("eval", help="top-1/top-5 of a model on its test (or train) split")
     add_common(q)
     q.add_argument("--split", default="test", choices=["test", "train", "val"],
-                   help="test; train; val (CIFAR: 5,000 held-out train images; ImageNet: the val folder)")
+                   help="test (ImageNet: the val/ folder); train; val: held-out train images for tuning (CIFAR: "
+                        "5,000; ImageNet: the last 10 per class of train/)")
     q.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many images")
+    q.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass of ImageNet-size models (default 32; CIFAR models use 100)")
     q.set_defaults(func=cmd_eval)
 
     q = sub.add_parser("generate", help="generate a sample set (gaussian, zeroq, dsg, ..., or real)")
@@ -124,5 +137,8 @@ def register(sub) -> None:
     q.add_argument("--models", default=None, help="comma-separated model names (default: all CIFAR ResNets)")
     q.add_argument("--no-dataset", action="store_true", help="only the checkpoints")
     q.add_argument("--base-url", default=None, help="override the checkpoints' base URL (e.g. a file:// mirror)")
+    q.add_argument("--imagenet-weights", default=None, metavar="NAMES",
+                   help="comma-separated ImageNet models (resnet18, resnet50, mobilenet_v2): download torchvision's "
+                        "published IMAGENET1K_V1 weights into <data-root>/models/imagenet/NAME.pth (alone: only these)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_fetch)

@@ -36,8 +36,11 @@ def cmd_diagnose(args) -> None:
     if layer is not None and layer.lstrip("-").isdigit():
         layer = int(layer)
     t0 = time.perf_counter()
+    from ..data import forward_batch_size
+
     res = diagnose(model, sets, args.out, layer=layer, channel=args.channel, tsne_points=args.tsne_points,
-                   perplexity=args.perplexity, seed=args.seed, progress=not args.json)
+                   perplexity=args.perplexity, seed=args.seed, progress=not args.json,
+                   batch_size=forward_batch_size(model.spec, args.batch_size, 256))
     if args.json:
         print(json.dumps({"out": str(args.out), "scores": res["scores"], "files": res["files"],
                           "seconds": round(time.perf_counter() - t0, 1)}))
@@ -57,7 +60,9 @@ def register(sub) -> None:
     q.add_argument("--real", type=int, default=None, metavar="N",
                    help="add N real train images (validation subset excluded) as the reference source")
     q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's)")
-    q.add_argument("--batch-size", type=int, default=None)
+    q.add_argument("--batch-size", type=int, default=None,
+                   help="generation batch (default: each preset's); for ImageNet-size models also the images per "
+                        "forward pass of the feature collection (default 32)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--layer", default=None, help="BN layer (index or dotted name) of histogram and scatter")
     q.add_argument("--channel", type=int, default=0)

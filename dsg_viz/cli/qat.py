@@ -25,8 +25,10 @@ def cmd_qat(args) -> None:
     val = test = None
     if model.spec.dataset == "cifar10":
         val, test = qat_splits(args.data_root, cfg.val_limit, 0)
+    elif model.spec.dataset == "imagenet":
+        val, test = imagenet_splits(model.spec, args.data_root, cfg.val_limit, args.eval_limit, quiet=args.json)
     elif not args.json:
-        print(f"no CIFAR-10 data for {model.spec.dataset} models: training without validation or test scores")
+        print(f"no real data for {model.spec.dataset} models: training without validation or test scores")
     quiet = args.json
     r = train_qat(model, cfg, args.out, val=val, test=test, resume=args.resume, progress=not quiet,
                   log=(lambda *_: None) if quiet else print, checkpoint_sha256=sha,
@@ -48,6 +50,29 @@ def cmd_qat(args) -> None:
     if not r["complete"]:
         lines.append("  not finished: rerun the same command with --resume")
     emit(args, {k: v for k, v in r.items() if k != "history"} | {"out": str(args.out)}, "\n".join(lines))
+
+
+def imagenet_splits(spec, data_root, val_limit: int | None, eval_limit: int | None, quiet: bool = False):
+    """Return ``(val, test)`` of an ImageNet model, lazily decoded: a ``val_limit`` subset of the held-out train
+    images (``None`` when there is no ``train/`` folder: no epoch selection) and the ``val/`` folder (a fixed
+    ``eval_limit`` subset when given)."""
+    import torch
+
+    from ..data import load_eval_split
+    from ..errors import DataError
+
+    test = load_eval_split(spec, "test", data_root)
+    if eval_limit:
+        test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:eval_limit])
+    try:
+        val = load_eval_split(spec, "val", data_root)
+    except DataError as e:
+        if not quiet:
+            print(f"note: no epoch selection ({e})")
+        return None, test
+    if val_limit is not None and val_limit < len(val):
+        val = val.subset(torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:val_limit])
+    return val, test
 
 
 def register(sub) -> None:
@@ -75,6 +100,8 @@ def register(sub) -> None:
                    help="pixel: tanh → RGB → normalized (default); bn: GDFQ's affine-free BN head")
     q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
     q.add_argument("--val-limit", type=int, default=None, help="validation images per epoch (0 = all 5,000)")
+    q.add_argument("--eval-limit", type=int, default=None,
+                   help="ImageNet: evaluate on a fixed subset of this many val/ images (smoke runs)")
     q.add_argument("--seed", type=int, default=None)
     q.add_argument("--export", type=int, default=0, help="also write N generator samples to OUT/samples.pt")
     q.add_argument("--no-fp-reference", action="store_true", help="skip the FP model's val/test evaluation")

@@ -65,6 +65,9 @@ class Features:
         return len(self.layer_names)
 
 
+MAX_LAYER_VALUES = 2 ** 21  # per layer, pooled BN-input values kept by collect_features (channels × positions)
+
+
 def _last_linear(model: nn.Module) -> nn.Linear | None:
     lin = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return lin[-1] if lin else None
@@ -72,7 +75,7 @@ def _last_linear(model: nn.Module) -> nn.Linear | None:
 
 def collect_features(model: nn.Module, images: torch.Tensor, batch_size: int = 256, max_values: int = 20_000,
                      value_layers=None, labels: torch.Tensor | None = None, seed: int = 0,
-                     progress: bool = False) -> Features:
+                     progress: bool = False, max_layer_values: int = MAX_LAYER_VALUES) -> Features:
     """Return the :class:`Features` of ``images`` [N, 3, H, W] (model input space) under ``model``.
 
     BN inputs are read with :class:`dsg_viz.bn.capture_bn` forward pre-hooks (always removed) under
@@ -83,6 +86,9 @@ def collect_features(model: nn.Module, images: torch.Tensor, batch_size: int = 2
         batch_size: forward batch size (memory: all BN inputs of one batch are held at once).
         max_values: per layer and channel, at most this many pooled BN-input values are kept (a seeded uniform
             subsample over (n, h, w)); they feed the histogram-based scores (W1, KL) and histograms.
+        max_layer_values: per layer, at most this many values in all (channels × positions): a layer with C
+            channels keeps ``min(max_values, max_layer_values // C)`` positions, so memory stays bounded for wide
+            ImageNet layers (2^21 floats = 8 MB per layer; CIFAR ResNets, C <= 64, are not affected).
         value_layers: indices (or names) of the layers whose values are kept; ``None`` = all layers.
         seed: seed of the value subsample.
     """
@@ -94,7 +100,9 @@ def collect_features(model: nn.Module, images: torch.Tensor, batch_size: int = 2
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    use_features = callable(getattr(model, "features", None))
+    # a .features *method* gives the penultimate features (CifarResNet); torchvision's MobileNetV2 has a .features
+    # *module* (the conv trunk, before pooling), so there the input of the last nn.Linear is read instead
+    use_features = callable(getattr(model, "features", None)) and not isinstance(model.features, nn.Module)
     head = None if use_features else _last_linear(model)
     if not use_features and head is None:
         raise ValueError(f"{type(model).__name__} has neither a .features method nor an nn.Linear head; "
@@ -144,10 +152,11 @@ def collect_features(model: nn.Module, images: torch.Tensor, batch_size: int = 2
                     spatial[li] = hw
                     if li in keep_values:
                         flat = a.float().transpose(0, 1).reshape(a.shape[1], -1)  # [C, b*hw]
-                        if n * hw <= max_values:
+                        kept = max(1, min(max_values, max_layer_values // max(1, a.shape[1])))
+                        if n * hw <= kept:
                             vals[li].append(flat.cpu())
-                        else:  # this batch's proportional quota; the quotas sum to exactly max_values
-                            k = (max_values * (s + b)) // n - (max_values * s) // n
+                        else:  # this batch's proportional quota; the quotas sum to exactly `kept`
+                            k = (kept * (s + b)) // n - (kept * s) // n
                             idx = torch.randperm(b * hw, generator=g)[:k].to(flat.device)
                             vals[li].append(flat[:, idx].cpu())
                 del cap

@@ -33,10 +33,12 @@ def _torchvision(name: str) -> nn.Module:
     return getattr(tvm, name)(weights=None)
 
 
+# ImageNet weights are never downloaded implicitly: --weights PATH (a torchvision state dict), or the file that
+# `dsg-viz fetch --imagenet-weights NAME` writes to <data-root>/models/imagenet/NAME.pth (the default checkpoint)
 for _name, _nbn in (("resnet18", 20), ("resnet50", 53), ("mobilenet_v2", 52)):
     register_model(
         ModelSpec(name=_name, input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-                  num_bn=_nbn, dataset="imagenet"),
+                  num_bn=_nbn, dataset="imagenet", default_checkpoint=f"{_name}.pth"),
         (lambda n=_name: _torchvision(n)),
     )
 

@@ -20,17 +20,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, weights_only: bool = False) -> dict[str, torch.Tensor]:
     """Return the state dict stored in ``path`` on the CPU, with any ``module.`` prefix removed.
 
     Accepts ``{"state_dict": ...}`` (akamaster ``.th``, project ``.pt``), ``{"model": ...}`` and bare state dicts.
+    ``weights_only=True`` reads with PyTorch's safe loader (tensors and plain containers only), as for downloaded
+    torchvision state dicts.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass an existing file to --checkpoint "
                               "(run 'dsg-viz fetch' to download the published ones)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
         raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({type(e).__name__}: {e}); "
                               "is it a PyTorch file?") from None
@@ -46,13 +48,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+def load_checkpoint(model: nn.Module, path: str | Path, weights_only: bool | None = None) -> nn.Module:
     """Load ``path`` into ``model`` in place and return it.
 
     Missing ``num_batches_tracked`` buffers are tolerated (the published ``.th`` files lack them); any other
-    missing/unexpected key or shape mismatch raises :class:`CheckpointError` naming the keys.
+    missing/unexpected key or shape mismatch raises :class:`CheckpointError` naming the keys. ``weights_only``
+    (see :func:`read_state_dict`) defaults to ``True`` for ImageNet models (torchvision state dicts) and ``.pth``
+    files, else ``False``.
     """
-    sd = read_state_dict(path)
+    if weights_only is None:
+        weights_only = (getattr(getattr(model, "spec", None), "dataset", None) == "imagenet"
+                        or Path(path).suffix == ".pth")
+    sd = read_state_dict(path, weights_only)
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]

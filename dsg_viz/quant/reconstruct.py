@@ -454,7 +454,7 @@ def _eval_no_grad_params(*models: nn.Module):
 
 @torch.no_grad()
 def _capture(net: nn.Module, images: torch.Tensor, in_name: str | None, out_name: str | None,
-             device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+             device, batch: int = EVAL_BATCH) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Return the input of module ``in_name`` and the output of ``out_name`` over all ``images`` (forward passes
     stop as soon as both are seen), each [N, ...], or ``None`` where the name is ``None``."""
     mods = dict(net.named_modules())
@@ -480,9 +480,9 @@ def _capture(net: nn.Module, images: torch.Tensor, in_name: str | None, out_name
             handles.append(mods[in_name].register_forward_pre_hook(pre))
         if out_name is not None:
             handles.append(mods[out_name].register_forward_hook(post))
-        for s in range(0, len(images), EVAL_BATCH):
+        for s in range(0, len(images), batch):
             try:
-                net(images[s:s + EVAL_BATCH].to(device))
+                net(images[s:s + batch].to(device))
             except _Stop:
                 pass
             batches_done.append(s)
@@ -499,19 +499,20 @@ def _rec_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _full_loss(unit: _Unit, mods: dict[str, nn.Module], x: torch.Tensor, target: torch.Tensor) -> float:
+def _full_loss(unit: _Unit, mods: dict[str, nn.Module], x: torch.Tensor, target: torch.Tensor,
+               batch: int = EVAL_BATCH) -> float:
     total = 0.0
-    for s in range(0, len(x), EVAL_BATCH):
-        xb = x[s:s + EVAL_BATCH]
-        total += _rec_loss(unit.run(mods, xb), target[s:s + EVAL_BATCH]).item() * len(xb)
+    for s in range(0, len(x), batch):
+        xb = x[s:s + batch]
+        total += _rec_loss(unit.run(mods, xb), target[s:s + batch]).item() * len(xb)
     return total / len(x)
 
 
 # --- the driver -----------------------------------------------------------------------------------------------------
 
 def reconstruct(qm: QuantModel, fp_model: nn.Module, images, config: ReconstructionConfig | None = None,
-                progress: bool = True, callback: Callable[[str, int, float], None] | None = None
-                ) -> ReconstructionResult:
+                progress: bool = True, callback: Callable[[str, int, float], None] | None = None,
+                forward_batch_size: int = EVAL_BATCH) -> ReconstructionResult:
     """Return a :class:`ReconstructionResult` after reconstructing ``qm`` unit by unit against ``fp_model``.
 
     Args:
@@ -526,6 +527,9 @@ def reconstruct(qm: QuantModel, fp_model: nn.Module, images, config: Reconstruct
         callback: called as ``callback(unit_name, step, loss)`` after every optimization step, ``loss`` being the
             batch reconstruction loss (for logging); a ``KeyboardInterrupt`` raised there stops the run as Ctrl-C
             does, keeping the finished units.
+        forward_batch_size: images per forward pass when caching unit inputs/targets and measuring losses (memory
+            only; results do not depend on it). The cached inputs and targets of one unit, for all N images, stay in
+            memory while it is reconstructed (BRECQ does the same): at 224 × 224 that dominates the peak.
     """
     config = config if config is not None else ReconstructionConfig()
     if not isinstance(config, ReconstructionConfig):
@@ -567,7 +571,7 @@ def reconstruct(qm: QuantModel, fp_model: nn.Module, images, config: Reconstruct
         for k, unit in enumerate(units):
             try:
                 ures = _reconstruct_unit(unit, k, net, mods, fp_model, images, config, gen, drop_gen, device,
-                                         progress, callback)
+                                         progress, callback, forward_batch_size)
             except KeyboardInterrupt:
                 result.interrupted = True
                 warnings.warn(f"reconstruction interrupted in unit {unit.name!r}; kept {len(result.done)} finished "
@@ -582,15 +586,17 @@ def reconstruct(qm: QuantModel, fp_model: nn.Module, images, config: Reconstruct
 
 def _reconstruct_unit(unit: _Unit, index: int, net: nn.Module, mods: dict[str, nn.Module], fp_model: nn.Module,
                       images: torch.Tensor, config: ReconstructionConfig, gen: torch.Generator,
-                      drop_gen: torch.Generator, device, progress: bool, callback) -> UnitResult:
+                      drop_gen: torch.Generator, device, progress: bool, callback,
+                      batch: int = EVAL_BATCH) -> UnitResult:
     """Reconstruct one unit in place; on any exception the unit's original quantizers are restored untouched."""
     t0 = time.perf_counter()
     brecq = config.kind == "brecq"
     use_drop = brecq and config.drop_prob > 0 and config.iters > 0
     ures = UnitResult(unit.name, unit.kind, list(unit.modules), list(unit.layers), list(unit.acts) if brecq else [])
 
-    q_in, _ = _capture(net, images, unit.modules[0], None, device)
-    fp_in, target = _capture(fp_model, images, unit.modules[0] if use_drop else None, unit.modules[-1], device)
+    q_in, _ = _capture(net, images, unit.modules[0], None, device, batch)
+    fp_in, target = _capture(fp_model, images, unit.modules[0] if use_drop else None, unit.modules[-1], device,
+                             batch)
 
     layers = [mods[n] for n in unit.layers]
     act_mods = [mods[n] for n in unit.acts]
@@ -604,7 +610,7 @@ def _reconstruct_unit(unit: _Unit, index: int, net: nn.Module, mods: dict[str, n
         if not brecq:  # AdaRound learns weights only: the chain's activation quantizer is off inside the unit
             for q in orig_aq:
                 q.enabled = False
-        ures.loss_before = _full_loss(unit, mods, q_in, target)
+        ures.loss_before = _full_loss(unit, mods, q_in, target, batch)
         for m, a in zip(layers, ada):
             m.weight_quantizer = a.to(device)
         for m, a in zip(act_mods, lsq):
@@ -614,7 +620,7 @@ def _reconstruct_unit(unit: _Unit, index: int, net: nn.Module, mods: dict[str, n
             a.soft = False
         for a in lsq:
             a.drop = False
-        ures.loss_after = _full_loss(unit, mods, q_in, target)
+        ures.loss_after = _full_loss(unit, mods, q_in, target, batch)
         hs = torch.cat([a.h().detach().flatten() for a in ada]) if ada else torch.zeros(0)
         ures.binary = float(((hs < 0.01) | (hs > 0.99)).float().mean()) if hs.numel() else float("nan")
         hard = [a.hard_weight() for a in ada]
