@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..errors import DsgVizError
-from ._common import add_common as _add_common  # noqa: F401  (kept for callers of the old module)
+from ._common import add_common as _add_common  # noqa: F401  (names of the old dsg_viz.cli module)
 from ._common import emit as _emit  # noqa: F401
 from ._common import load_model as _load_model  # noqa: F401
 

@@ -10,7 +10,7 @@ from ._common import (add_common, add_device, check_dataset, checkpoint_arg, par
 
 
 def cmd_compare(args, demo: bool = False) -> None:
-    from ..compare import DEMO, DEMO_SOURCES, CompareConfig, results_markdown, run_compare  # noqa: F401
+    from ..compare import DEMO, CompareConfig, results_markdown, run_compare
     from ..data import resolve_data_root
 
     device = str(resolve_device(args.device))
