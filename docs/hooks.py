@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import html
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -267,7 +268,12 @@ def api_markdown(package: str = "dsg_viz") -> str:
     parts = []
     for module, names in groups.items():
         parts.append(f"## `{module}`\n")
-        parts += [f"::: {package}.{n}\n" for n in names]
+        for n in names:
+            if importlib.util.find_spec(f"{package}.{n}") is None:
+                parts.append(f"::: {package}.{n}\n")
+            else:  # the name is also a submodule (dsg_viz.evaluate): document the object by its defining path
+                parts.append(f"::: {module}.{n}\n    options:\n      heading: \"{package}.{n}\"\n"
+                             f"      toc_label: \"{n}\"\n")
     if values:
         parts.append("## Values\n")
         for n in values:
@@ -287,3 +293,13 @@ def on_page_markdown(markdown, page, config, files):
     if API_MARKER in markdown:
         return markdown.replace(API_MARKER, api_markdown())
     return markdown
+
+
+_SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|attr|mod|exc|obj|const):(?=<code>)")
+
+
+def on_page_content(html_text, page, config, files):
+    """The docstrings use Sphinx roles (:class:`X`); Markdown renders ``:class:<code>X</code>``: keep the code."""
+    if page.file.src_uri == "api.md":
+        return _SPHINX_ROLE.sub("", html_text)
+    return html_text
