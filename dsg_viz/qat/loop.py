@@ -46,11 +46,37 @@ class _EMARange:
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        lo, hi = x.min().item(), x.max().item()
+        lo, hi = _global_min_max(x)
         if bool(self.q.calibrated):
             lo = self.beta * self.q.x_min.item() + (1 - self.beta) * lo
             hi = self.beta * self.q.x_max.item() + (1 - self.beta) * hi
         self.q.set_range(lo, hi)
+
+
+def _global_min_max(x: torch.Tensor) -> tuple[float, float]:
+    """min/max of ``x``, over every rank's slice under torch.distributed (so the ranges equal one process's)."""
+    from ..distributed import context
+
+    ctx = context()
+    if not ctx.enabled:
+        return x.min().item(), x.max().item()
+    t = torch.stack([-x.min().float(), x.max().float()]).to(ctx.device if ctx.backend == "nccl" else "cpu")
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return -t[0].item(), t[1].item()
+
+
+def _rank_mean(values: dict[str, float]) -> dict[str, float]:
+    """Average per-rank scalars over the ranks (each rank's values are means over equal slices)."""
+    from ..distributed import context
+
+    ctx = context()
+    if not ctx.enabled:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64,
+                     device=ctx.device if ctx.backend == "nccl" else "cpu")
+    torch.distributed.all_reduce(t)
+    return {k: v / ctx.world for k, v in zip(keys, t.cpu().tolist())}
 
 
 def _observe_ranges(qm, beta: float | None) -> None:
@@ -111,7 +137,13 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
     from ..models.generator import create_generator
     from ..quant import QuantConfig, quantize
 
+    from ..distributed import context
+
     cfg.validate()
+    dctx = context()
+    if dctx.enabled and cfg.batch_size % dctx.world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {dctx.world} ranks; the student's "
+                          "global batch is split evenly (use a multiple of the number of processes)")
     spec = getattr(model, "spec", None)
     if spec is None:
         raise ConfigError("model has no .spec; build it with dsg_viz.create_model")
@@ -132,6 +164,13 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
     qm = quantize(model, qcfg).eval()
     for wq in qm.weight_quantizers().values():
         wq.dynamic = True
+    student, mine = qm, slice(None)
+    if dctx.enabled:  # DDP student on this rank's slice of the global batch (the generator step is replicated)
+        from torch.nn.parallel import DistributedDataParallel
+
+        student = DistributedDataParallel(qm, device_ids=[device] if device.type == "cuda" else None)
+        per = cfg.batch_size // dctx.world
+        mine = slice(dctx.rank * per, (dctx.rank + 1) * per)
     opt_s = torch.optim.SGD(qm.parameters(), lr=cfg.lr_s, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                             nesterov=cfg.nesterov and cfg.momentum > 0)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.betas_g)
@@ -167,10 +206,12 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
         rng.set_state(ck["rng"])
         history, best, seconds, start = ck["history"], ck["best"], ck["seconds"], ck["epoch"]
         margins = ck["margins"]
-        _atomic_write(log_path, "".join(json.dumps(h) + "\n" for h in history))
+        if dctx.is_main:
+            _atomic_write(log_path, "".join(json.dumps(h) + "\n" for h in history))
         log(f"resuming {out} after epoch {start}/{cfg.epochs}")
     elif log_path.exists():
-        log_path.unlink()
+        if dctx.is_main:
+            log_path.unlink()
 
     if margins is None:
         bm, sm = generator_margins(model, gcfg, cfg.batch_size, cfg.seed)
@@ -226,21 +267,22 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
                     p.grad = g_
                 opt_g.step()
                 # student step on the detached images and teacher logits (GDFQ)
-                xs, tl = x.detach(), t_logits.detach()
+                xs, tl, ys = x.detach()[mine], t_logits.detach()[mine], y[mine]
                 with contextlib.nullcontext() if train_student else torch.no_grad():
-                    s_logits = qm(xs)
+                    s_logits = student(xs)
                     kd = kd_loss(s_logits, tl, cfg.temperature, cfg.kd_reduction)
-                    ce = F.cross_entropy(s_logits.float(), y)
+                    ce = F.cross_entropy(s_logits.float(), ys)
                     loss_s = cfg.kd_weight * kd + cfg.ce_weight * ce
                 if train_student:
                     opt_s.zero_grad(set_to_none=True)
                     loss_s.backward()
                     opt_s.step()
                 step = {f"gen_{k}": v.item() for k, v in values.items()}
-                step.update(gen_total=loss_g.item(), student_kd=kd.item(), student_ce=ce.item(),
-                            student_total=loss_s.item(),
-                            teacher_acc_gen=(tl.argmax(1) == y).float().mean().item(),
-                            student_acc_gen=(s_logits.detach().argmax(1) == y).float().mean().item())
+                step.update(gen_total=loss_g.item(),
+                            teacher_acc_gen=(t_logits.detach().argmax(1) == y).float().mean().item())
+                step.update(_rank_mean({"student_kd": kd.item(), "student_ce": ce.item(),
+                                        "student_total": loss_s.item(),
+                                        "student_acc_gen": (s_logits.detach().argmax(1) == ys).float().mean().item()}))
                 for k, v in step.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if bar is not None:
@@ -263,14 +305,15 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
             rec.update(train_seconds=round(train_s, 2), epoch_seconds=round(epoch_s, 2),
                        iter_seconds=round(train_s / cfg.iters, 4))
             history.append(rec)
-            _atomic_save({"format": "dsg_viz.qat/1", "version": __version__, "config": asdict(cfg),
-                          "generator_objective": asdict(gcfg), "model": spec.name,
-                          "checkpoint_sha256": checkpoint_sha256, "epoch": epoch + 1, "student": _state_copy(qm),
-                          "generator": _state_copy(gen), "opt_s": opt_s.state_dict(), "opt_g": opt_g.state_dict(),
-                          "rng": rng.get_state(), "history": history, "best": best, "seconds": seconds,
-                          "margins": margins}, ckpt_path)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            if dctx.is_main:  # rank 0 writes the checkpoint and the log
+                _atomic_save({"format": "dsg_viz.qat/1", "version": __version__, "config": asdict(cfg),
+                              "generator_objective": asdict(gcfg), "model": spec.name,
+                              "checkpoint_sha256": checkpoint_sha256, "epoch": epoch + 1, "student": _state_copy(qm),
+                              "generator": _state_copy(gen), "opt_s": opt_s.state_dict(), "opt_g": opt_g.state_dict(),
+                              "rng": rng.get_state(), "history": history, "best": best, "seconds": seconds,
+                              "margins": margins}, ckpt_path)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
             run_epochs += 1
             msg = (f"epoch {epoch + 1}/{cfg.epochs}: G {rec['gen_total']:.3f}  S {rec['student_total']:.3f}  "
                    f"teacher acc on G {100 * rec['teacher_acc_gen']:.1f}%")
@@ -318,7 +361,8 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
             if val is not None:
                 result["fp"]["val"] = evaluate(model, val)
         result["test_eval_seconds"] = round(time.perf_counter() - t0, 1)
-    _atomic_write(out / RESULT, json.dumps(result, indent=1))
+    if dctx.is_main:
+        _atomic_write(out / RESULT, json.dumps(result, indent=1))
     return result
 
 
