@@ -74,6 +74,10 @@ class GenerationConfig:
     units (AMX/AVX512-BF16 CPUs, CUDA: :func:`dsg_viz._hw.native_bf16`), fp32 elsewhere — :func:`resolve_precision`.
     Accuracy parity of bf16-generated sets: docs/benchmarks.md "Generation speed". ``autocast_bf16=True`` is the
     deprecated spelling of ``precision="bf16"`` (mapped, with a ``FutureWarning``).
+
+    ``compile=True`` runs the fused copy through ``torch.compile`` (inductor fuses the element-wise work around the
+    convolutions; a C++ compiler is needed, and a failed compile falls back to eager with a warning). It pays only
+    when the compile time is: docs/benchmarks.md "Generation speed" has both, cold and warm cache.
     """
 
     method: str = "custom"
@@ -100,6 +104,7 @@ class GenerationConfig:
     channels_last: bool = True
     fused_stats: bool = True
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
+    compile: bool = False  # torch.compile the fused copy (opt-in: minutes of compiling; docs/benchmarks.md)
 
     def __post_init__(self):
         if self.autocast_bf16:  # the old switch: map it, so equal settings give equal configs (and cache keys)
@@ -442,6 +447,7 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
         net = copy.deepcopy(model).to(memory_format=torch.channels_last)
         for p in net.parameters():
             p.requires_grad_(False)
+    forward = torch.compile(net) if fused and cfg.compile else net  # statistics: module attributes, kept by dynamo
     try:
         with _eval_mode(net):
             for b in range(nb):
@@ -468,7 +474,15 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
                     with contextlib.nullcontext() if fused else capture_bn(net, keep="stats") as cap:
                         for step in range(cfg.steps):
                             with amp:
-                                logits = net(x)
+                                try:
+                                    logits = forward(x)
+                                except Exception as e:  # noqa: BLE001 - a failed compile falls back to eager
+                                    if forward is net:
+                                        raise
+                                    warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
+                                                  "generating without it", RuntimeWarning, stacklevel=2)
+                                    forward = net
+                                    logits = net(x)
                             stats = [m.stats for m in stat_layers] if fused else cap.stats
                             ctx = StepContext(x, logits.float(), y, stats, targets, noise=g)
                             loss, values = objective(ctx)

@@ -128,3 +128,24 @@ def test_autocast_bf16_is_a_deprecated_alias():
     with pytest.raises(ConfigError, match="precision"):
         preset("dsg", precision="fp16")
     assert generation.PRECISIONS == ("auto", "fp32", "bf16")
+
+
+def test_compile_falls_back_to_eager(tiny, monkeypatch):
+    """``compile=True`` wraps the fused copy in ``torch.compile``; a compile that fails falls back to the eager copy
+    with a warning and gives the eager images (the real compile takes minutes: docs/benchmarks.md)."""
+    calls = []
+
+    def broken(module, **kw):
+        calls.append(module)
+
+        def fn(x):
+            raise RuntimeError("no C++ compiler (test)")
+        return fn
+
+    monkeypatch.setattr(torch, "compile", broken)
+    cfg = preset("zeroq+ce", num_samples=4, batch_size=4, steps=3, precision="fp32")
+    ref = generate(tiny, cfg, seed=1, progress=False)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        s = generate(tiny, preset("zeroq+ce", num_samples=4, batch_size=4, steps=3, precision="fp32", compile=True),
+                     seed=1, progress=False)
+    assert len(calls) == 1 and torch.equal(s.images, ref.images) and s.config["compile"] is True

@@ -19,7 +19,7 @@ PAPER_MARGINS = MarginConfig(quantile=0.9, source="per_sample", axis="layer", sc
 # fields every optimized preset shares unless it says otherwise: speed switches (the loss is the same, §speed
 # tests) and 256 samples, 500 steps (§C.1 "500 iterations per batch"; ZeroQ 500), min lr 1e-4 (§C.1, ZeroQ)
 COMMON = dict(num_samples=256, steps=500, min_lr=1e-4, autocast_bf16=False, channels_last=True, fused_stats=True,
-              precision="auto", sci_on="pixels", sci_weight=None, lse_limit=None, input_weight=1.0)
+              precision="auto", compile=False, sci_on="pixels", sci_weight=None, lse_limit=None, input_weight=1.0)
 
 # the shared base the ablations and dsg build on (DSG's released PTQ objective minus its DSG terms, §C.1, with the
 # digest's recommended choices §G 7, 9, 10): N(0, 1) init, Adam 0.5 + plateau 100 (ZeroQ's optimizer), ZeroQ's

@@ -62,6 +62,8 @@ def cmd_generate(args) -> None:
         raise ConfigError(f"--bf16 contradicts --precision {args.precision}; use --precision alone")
     if args.precision or args.bf16:  # --bf16: the deprecated spelling of --precision bf16
         overrides["precision"] = args.precision or "bf16"
+    if args.compile:
+        overrides["compile"] = True
     s = make_samples(model, args.method, args.num_samples, seed=args.seed, data_root=args.data_root,
                      progress=not args.json, checkpoint_sha256=sha, **overrides)
     out = s.save(args.out, grid=True, mean=model.spec.mean, std=model.spec.std)
@@ -129,6 +131,8 @@ def register(sub) -> None:
                    help="network forward/backward precision (statistics and losses stay fp32); default auto: bf16 "
                         "where the device has native bf16 (AMX/AVX512-BF16 CPU, CUDA), else fp32")
     q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
+    q.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (faster steps after minutes of compiling; C++ compiler needed)")
     q.add_argument("--out", required=True, help="output .pt file (a PNG grid is written beside it)")
     q.set_defaults(func=cmd_generate)
 
