@@ -40,7 +40,7 @@ def cmd_diagnose(args) -> None:
 
     res = diagnose(model, sets, args.out, layer=layer, channel=args.channel, tsne_points=args.tsne_points,
                    perplexity=args.perplexity, seed=args.seed, progress=not args.json,
-                   batch_size=forward_batch_size(model.spec, args.batch_size, 256))
+                   batch_size=forward_batch_size(model.spec, args.batch_size, 256), max_values=args.max_values)
     if args.json:
         print(json.dumps({"out": str(args.out), "scores": res["scores"], "files": res["files"],
                           "seconds": round(time.perf_counter() - t0, 1)}))
@@ -67,6 +67,9 @@ def register(sub) -> None:
     q.add_argument("--layer", default=None, help="BN layer (index or dotted name) of histogram and scatter")
     q.add_argument("--channel", type=int, default=0)
     q.add_argument("--tsne-points", type=int, default=2000)
+    q.add_argument("--max-values", type=int, default=20_000,
+                   help="pooled BN-input values kept per layer and channel for W1/KL and histograms (a seeded "
+                        "subsample; wide layers keep at most 2^21 values in all)")
     q.add_argument("--perplexity", type=float, default=30.0)
     q.add_argument("--out", required=True)
     q.set_defaults(func=cmd_diagnose)
