@@ -79,8 +79,8 @@ def _key(nb_path: Path, env: dict) -> str:
     for p in [nb_path, Path(__file__)] + sorted((REPO / "dsg_viz").rglob("*.py")):
         h.update(str(p.relative_to(REPO)).encode())
         h.update(p.read_bytes())
-    for k in ("DSG_VIZ_SMOKE", "DSG_VIZ_DATA_ROOT", "DSG_VIZ_SAMPLE_CACHE"):
-        h.update(f"{k}={env.get(k)}".encode())
+    for k in sorted(k for k in env if k.startswith("DSG_VIZ_") or k == "SETTINGS"):  # the notebooks' switches
+        h.update(f"{k}={env[k]}".encode())
     return h.hexdigest()
 
 
