@@ -117,22 +117,29 @@ def per_step_table(a) -> dict:
     return res
 
 
-def full_run(a, res: dict) -> dict:
-    """One whole ``dsg`` generation, 256 samples × 500 steps in one batch, precision auto: wall time and ratio."""
+def full_run(a, compile: bool = False) -> dict:
+    """One whole ``dsg`` generation, 256 samples × 500 steps in one batch, precision auto: wall time and ratio to
+    the floors (measured right after it, same process). ``compile``: with ``torch.compile`` (its compile time is in
+    the wall time; the first step's time is reported apart)."""
     import torch
 
     torch.set_num_threads(a.threads)
     from dsg_viz import create_model, generate, preset
 
     model = create_model("resnet20_cifar10", str(CKPT) if CKPT.is_file() else None)
-    cfg = preset("dsg", num_samples=a.full_samples, batch_size=a.full_samples, steps=a.full_steps, precision="auto")
+    cfg = preset("dsg", num_samples=a.full_samples, batch_size=a.full_samples, steps=a.full_steps, precision="auto",
+                 compile=compile)
     load0 = os.getloadavg()
+    stamps = []
     t = time.perf_counter()
-    s = generate(model, cfg, seed=0, progress=False)
+    s = generate(model, cfg, seed=0, progress=False, callback=lambda b, st, v: stamps.append(time.perf_counter()))
     wall = time.perf_counter() - t
+    steps = [b - a_ for a_, b in zip(stamps, stamps[1:])]
     floor = statistics.median(floor_step(model, a.full_samples, False, a.steps))
     floor16 = statistics.median(floor_step(model, a.full_samples, True, a.steps))
     return {"method": "dsg", "num_samples": a.full_samples, "batch_size": a.full_samples, "steps": a.full_steps,
+            "compile": compile, "first_step_s": stamps[0] - t if stamps else None,
+            "median_step_s": statistics.median(steps) if steps else None,
             "precision": s.precision, "wall_s": wall, "s_per_step": wall / a.full_steps,
             "fp32_floor_s_per_step": floor, "bf16_floor_s_per_step": floor16,
             "ratio_to_fp32_floor": wall / (a.full_steps * floor), "ratio_to_bf16_floor": wall / (a.full_steps * floor16),
@@ -151,12 +158,19 @@ def main() -> None:
     p.add_argument("--full", action="store_true", help="also one whole 256 × 500 dsg run (precision auto)")
     p.add_argument("--full-samples", type=int, default=256)
     p.add_argument("--full-steps", type=int, default=500)
+    p.add_argument("--full-compile", action="store_true",
+                   help="also the whole run with compile=True, twice in subprocesses sharing a fresh inductor cache "
+                        "(cold, then warm)")
+    p.add_argument("--child-full", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--isa", default="", help="comma-separated oneDNN ISA limits to repeat the table under "
                                              "(e.g. AVX512_CORE_BF16,AVX2), each in a subprocess")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)
     a = p.parse_args()
     sys.path.insert(0, str(HERE.parent))
+    if a.child_full:
+        print("RESULT " + json.dumps(full_run(a, compile=True)))
+        return
     res = per_step_table(a)
     if a.child:
         print("RESULT " + json.dumps(res))
@@ -169,9 +183,22 @@ def main() -> None:
 
     save()  # the table first: a later part that runs out of time leaves it written
     if a.full:
-        res["full"] = full_run(a, res)
+        res["full"] = full_run(a)
         print("full:", json.dumps(res["full"]), flush=True)
         save()
+    if a.full_compile:
+        import tempfile
+
+        cache = tempfile.mkdtemp(prefix="inductor-cache-")
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        for name in ("cold", "warm"):
+            args = [sys.executable, __file__, "--child-full", "--threads", str(a.threads), "--steps", str(a.steps),
+                    "--full-samples", str(a.full_samples), "--full-steps", str(a.full_steps)]
+            out = subprocess.run(args, env=env, capture_output=True, text=True)
+            line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+            res[f"full_compile_{name}"] = json.loads(line[-1][7:]) if line else {"error": out.stderr[-2000:]}
+            print(f"full compile {name}:", json.dumps(res[f"full_compile_{name}"]), flush=True)
+            save()
     res["isa_limited"] = {}
     for isa in [x for x in a.isa.split(",") if x]:
         env = dict(os.environ, ONEDNN_MAX_CPU_ISA=isa)
