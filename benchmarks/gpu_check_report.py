@@ -51,9 +51,10 @@ def main(out: str) -> None:
             print(f"| generate {m} | FAILED | | |")
             continue
         steps = g.get("steps", 500) * -(-g["num_samples"] // g.get("batch_size", 128))  # batches × steps
-        ref = cpu_gen.get(f"{m}@256") or {}
-        cpu = (f"{ref['seconds_per_step']:.3f} s/step at batch 256, 2 threads (docs/bench_generation.json)"
-               if ref else "—")
+        # bench_generation.py since issue 19: "<method>/<precision>@<batch>" with "s_per_step" (before: "<m>@256")
+        ref = cpu_gen.get(f"{m}/fp32@256") or cpu_gen.get(f"{m}@256") or {}
+        sps = ref.get("s_per_step", ref.get("seconds_per_step"))
+        cpu = (f"{sps:.3f} s/step at batch 256, fp32, 2 threads (docs/bench_generation.json)" if ref else "—")
         print(f"| generate {m} {g['num_samples']} × {g.get('steps')} | {g['seconds']:.1f} s = "
               f"{1000 * g['seconds'] / steps:.1f} ms/step (batch {g.get('batch_size')}) | {cpu} | "
               f"{wall.get(f'gen_{m}', 0):.1f} |")
