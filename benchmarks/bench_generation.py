@@ -104,7 +104,8 @@ def per_step_table(a) -> dict:
                 ts = generate_steps(model, m, b, p, a.steps, margins.get((m, b)))
             runs[c].append(statistics.median(ts))
             print(f"[{r}] {m:6s} {p} batch {b}: {runs[c][-1]:.4f} s/step", flush=True)
-    res = {"machine": cpu_info(), "threads": a.threads, "clock": a.clock, "steps_per_call": a.steps, "warmup_steps": WARMUP,
+    res = {"machine": cpu_info(), "threads": a.threads, "clock": a.clock, "steps_per_call": a.steps,
+           "warmup_steps": WARMUP,
            "repeats": a.repeats, "date": time.strftime("%Y-%m-%d %H:%M"), "loadavg_start": load0,
            "loadavg_end": os.getloadavg(), "seconds": round(time.perf_counter() - t0, 1),
            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),

@@ -1,4 +1,4 @@
-"""Accuracy parity of bf16- vs fp32-generated sample sets (issue 19); results in docs/results/precision_parity.{json,md}.
+"""Accuracy parity of bf16- vs fp32-generated sample sets (issue 19): docs/results/precision_parity.{json,md}.
 
 For each seed, the ``dsg`` preset (256 samples, 500 steps, batch ``--batch-size``) is generated twice — network in
 fp32 and under bf16 autocast (statistics and losses fp32 either way) — then each set calibrates a quantized copy of
@@ -66,8 +66,9 @@ def markdown(res: dict) -> str:
     lines = [f"# Precision parity: `dsg` sets generated in bf16 vs fp32 ({res['date']})", "",
              f"JPEG ResNet-20 (FP {res.get('fp_top1', float('nan')):.2f}), `dsg` preset, {res['num_samples']} samples, "
              f"{res['steps']} steps, batch {res['batch_size']}; calibration only (ZeroQ convention, `ema`), "
-             f"{res['eval_limit'] or 10000:,} test images. CPU: {res['machine']['cpu_model']} ({res['machine']['torch_cpu_capability']}, native bf16: "
-             f"{res['machine']['native_bf16_reason']}). Command: `{res['command']}`.", "",
+             f"{res['eval_limit'] or 10000:,} test images. CPU: {res['machine']['cpu_model']} "
+             f"({res['machine']['torch_cpu_capability']}, native bf16: {res['machine']['native_bf16_reason']}). "
+             f"Command: `{res['command']}`.", "",
              "| bits | precision | " + " | ".join(f"seed {x}" for x in res["seeds"]) + " | mean ± std |",
              "|---|---|" + "---|" * len(res["seeds"]) + "---|"]
     for bits, r in s.items():
