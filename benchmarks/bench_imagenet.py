@@ -4,7 +4,10 @@ forward+backward floor of the same batch, and the extrapolation to the paper's 2
 Random-init weights (the cost does not depend on the weights), so nothing is read or downloaded. Per-step times come
 from :func:`dsg_viz.generate` itself (a callback stamps each step; the first ``--warmup`` steps are left out); the
 floor is one forward and one backward to the input of the frozen network (eval mode, channels-last, fp32), as in
-``benchmarks/bench_generation.py``. The CPU model, thread count, load average and peak memory are recorded.
+``benchmarks/bench_generation.py``. The CPU model, thread count, load average and peak memory are recorded, and
+besides wall seconds the process CPU seconds of each step (all threads): on a shared, oversubscribed machine the wall
+time inflates with the load while CPU seconds / threads estimates the idle wall time (run it with
+``OMP_WAIT_POLICY=PASSIVE`` so that threads waiting at a barrier do not spin and count).
 
     python benchmarks/bench_imagenet.py --model resnet18 --batch 32 --steps 3 --threads 2 --out imagenet_cpu.json
     python benchmarks/bench_imagenet.py --model resnet18 --batch 64 --steps 20 --device cuda --precisions fp32,bf16
@@ -40,8 +43,9 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def floor_steps(model, batch: int, steps: int, warmup: int, device) -> list[float]:
-    """Return ``steps`` timings (s) of one fp32 forward+backward to the input of frozen ``model``."""
+def floor_steps(model, batch: int, steps: int, warmup: int, device) -> tuple[list[float], list[float]]:
+    """Return ``steps`` wall timings (s) of one fp32 forward+backward to the input of frozen ``model``, and the
+    process CPU seconds (all threads) of each."""
     import torch
 
     net = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
@@ -49,33 +53,36 @@ def floor_steps(model, batch: int, steps: int, warmup: int, device) -> list[floa
         p.requires_grad_(False)
     x = torch.randn(batch, *model.spec.input_size, generator=torch.Generator().manual_seed(0)).to(device)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    out = []
+    out, cpu = [], []
     for i in range(warmup + steps):
         sync(device)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         torch.autograd.grad(net(x).sum(), x)
         sync(device)
         if i >= warmup:
             out.append(time.perf_counter() - t)
-    return out
+            cpu.append(time.process_time() - c)
+    return out, cpu
 
 
 def generation_steps(model, method: str, batch: int, precision: str, steps: int, warmup: int, device):
-    """Return ``(step times, precision resolved, seconds of the whole generate() call)``."""
+    """Return ``(step wall times, step CPU seconds, precision resolved, seconds of the whole generate() call)``."""
     from dsg_viz import generate, preset
 
-    stamps = []
+    stamps, cpu = [], []
 
     def stamp(*_):
         sync(device)
         stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
 
     cfg = preset(method, num_samples=batch, batch_size=batch, steps=warmup + steps + 1, precision=precision)
     t0 = time.perf_counter()
     s = generate(model, cfg, progress=False, callback=stamp)
     total = time.perf_counter() - t0
     d = [b - a for a, b in zip(stamps, stamps[1:])]
-    return d[warmup:], s.precision.get("resolved"), total
+    dc = [b - a for a, b in zip(cpu, cpu[1:])]
+    return d[warmup:], dc[warmup:], s.precision.get("resolved"), total
 
 
 def main() -> None:
@@ -105,16 +112,19 @@ def main() -> None:
            "device": str(device), "threads": a.threads, "cpu": cpu_model(), "torch": torch.__version__,
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "timed_steps": a.steps, "warmup_steps": a.warmup, "load_before": os.getloadavg()[0]}
-    fl = floor_steps(model, a.batch, a.steps, a.warmup, device)
+    fl, flc = floor_steps(model, a.batch, a.steps, a.warmup, device)
     res["floor_fp32_s"] = statistics.median(fl)
+    res["floor_fp32_cpu_s"] = statistics.median(flc)
     res["floor_fp32_all"] = fl
     n_batches = math.ceil(a.samples / a.batch)
     res["runs"] = []
     for prec in [x.strip() for x in a.precisions.split(",") if x.strip()]:
-        st, resolved, total = generation_steps(model, a.method, a.batch, prec, a.steps, a.warmup, device)
+        st, stc, resolved, total = generation_steps(model, a.method, a.batch, prec, a.steps, a.warmup, device)
         step = statistics.median(st)
         res["runs"].append({
             "precision": prec, "resolved": resolved, "step_s": step, "steps_all": st,
+            "step_cpu_s": statistics.median(stc),
+            "ratio_cpu_to_fp32_floor": statistics.median(stc) / res["floor_fp32_cpu_s"],
             "ratio_to_fp32_floor": step / res["floor_fp32_s"], "call_s": total,
             "extrapolated_h": step * a.total_steps * n_batches / 3600,
             "extrapolation": f"{len(st)} measured steps × {a.total_steps} steps × {n_batches} batches of {a.batch} "

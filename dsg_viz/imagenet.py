@@ -87,9 +87,9 @@ def _scan(folder: Path) -> tuple[list[str], list[str], list[int]]:
         raise DataError(f"{folder} holds 1,000 folders but {len(odd)} are not wnids (e.g. {odd[0]!r}); the class "
                         "index is the position of the wnid in sorted order, so the folders must be named nXXXXXXXX")
     if len(classes) < NUM_CLASSES:
-        warnings.warn(f"{folder} holds {len(classes)} class folders, not {NUM_CLASSES}: labels are 0..{len(classes) - 1}"
-                      " in sorted folder order and match the checkpoint's ImageNet classes only if these are the "
-                      f"first {len(classes)} wnids; accuracies are not comparable to the paper's",
+        warnings.warn(f"{folder} holds {len(classes)} class folders, not {NUM_CLASSES}: labels are "
+                      f"0..{len(classes) - 1} in sorted folder order and match the checkpoint's ImageNet classes only "
+                      f"if these are the first {len(classes)} wnids; accuracies are not comparable to the paper's",
                       ImageNetSubsetWarning, stacklevel=3)
     return classes, files, labels
 
