@@ -159,8 +159,9 @@ def get_samples(model, cfg: CompareConfig, source: str, seed: int, out: Path | N
 
 
 def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: CompareConfig, test_split,
-                            method: str = "calib", seed: int = 0) -> dict:
-    """Quantize a copy of ``model`` at ``bits``, calibrate on ``images``, evaluate; return the result cell."""
+                            method: str = "calib", seed: int = 0, progress: bool = True, callback=None) -> dict:
+    """Quantize a copy of ``model`` at ``bits``, calibrate on ``images``, evaluate; return the result cell.
+    ``progress`` and ``callback`` go to :func:`~dsg_viz.quant.reconstruct.reconstruct` (adaround/brecq)."""
     from .evaluate import evaluate
     from .quant import QuantConfig, calibrate, parse_bits, quantize
 
@@ -177,7 +178,8 @@ def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: Compare
         from .quant.reconstruct import ReconstructionConfig, reconstruct
 
         rc = {} if cfg.recon_iters is None else {"iters": cfg.recon_iters}
-        reconstruct(qm, model, images, ReconstructionConfig(kind=method, seed=seed, **rc), forward_batch_size=fb)
+        reconstruct(qm, model, images, ReconstructionConfig(kind=method, seed=seed, **rc), forward_batch_size=fb,
+                    progress=progress, callback=callback)
     t1 = time.perf_counter()
     r = evaluate(qm, test_split, batch_size=forward_batch_size(model.spec, cfg.batch_size, 100))
     return {"top1": r["top1"], "top5": r["top5"], "n": r["n"], "quant_seconds": round(t1 - t0, 2),

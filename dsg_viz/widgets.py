@@ -1,7 +1,9 @@
 """Thin ipywidgets panels for the tutorial notebooks.
 
-Each panel is a form built from a frozen config dataclass (:class:`ConfigForm`), a **Run** button, a progress bar,
-an ``ipywidgets.Output`` and a ``result`` attribute holding the last result. ``panel.run()`` does exactly what
+Each panel is a form built from a frozen config dataclass (:class:`ConfigForm`), a **Run** button, a progress bar
+with a status line (it ends on "done in … s"), an ``ipywidgets.Output`` and a ``result`` attribute holding the last
+result. Progress is streamed by the panel's own widgets (the generation panel also draws a live loss curve), never by
+``tqdm.auto`` bars. ``panel.run()`` does exactly what
 clicking Run does — read the form into a config and call the same library function the CLI calls — so tests and
 later notebook cells can call it. User errors (:class:`~dsg_viz.errors.DsgVizError`, a diverging generation) are
 shown in the output area as one clear line, kept in ``panel.error``, and ``run()`` returns ``None``.
@@ -11,17 +13,22 @@ Panels (display one by leaving it as the last expression of a cell, or ``display
 * :class:`LayerChannelPanel` — pick a BN layer and channel → pooled BN-input histograms per source with the BN
   Gaussian and W1 (cheap, updates live).
 * :class:`GenerationPanel` — a :class:`~dsg_viz.generation.GenerationConfig` (preset, ε, margin scale, LSE and SCI
-  weights, steps, samples) and a seed → :func:`~dsg_viz.generation.generate` → image grid and per-term loss curves.
+  weights, steps, samples) and a seed → :func:`~dsg_viz.generation.generate` (a live loss curve and step counter
+  while it runs) → image grid and per-term loss curves.
 * :class:`QuantPanel` — a :class:`~dsg_viz.compare.CompareConfig` (bit widths, calibration, weight range,
-  convention, sources) → :func:`dsg_viz.compare.quantize_calibrate_eval` per cell → accuracy table and plot.
+  convention, sources) → :func:`dsg_viz.compare.quantize_calibrate_eval` per cell → accuracy table and plot; on a
+  large test split a first table on a fixed 2,000-image subset, then the full split, each labelled.
 * :class:`DiagnosticsPanel` — a :class:`DiagnosticsConfig` → :func:`dsg_viz.diagnostics.diagnose` → summary
-  table and the key figures.
+  table, the key figures and a link to the report.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import math
+import os
+import time
 import types
 import typing
 from dataclasses import dataclass, is_dataclass, replace
@@ -35,7 +42,7 @@ from IPython.display import HTML, Image, Markdown
 from .errors import ConfigError, DsgVizError
 
 __all__ = ["ConfigForm", "Panel", "LayerChannelConfig", "LayerChannelPanel", "GenerationPanel", "QuantPanel",
-           "DiagnosticsConfig", "DiagnosticsPanel", "figure_png"]
+           "DiagnosticsConfig", "DiagnosticsPanel", "figure_png", "report_link"]
 
 _STYLE = {"description_width": "initial"}
 
@@ -192,6 +199,19 @@ class ConfigForm:
 
 # ------------------------------------------------------------------------------------------------ panels
 
+def report_link(path) -> str:
+    """Return HTML for a link to the file ``path``: relative to the current directory (a notebook's folder, which
+    JupyterLab resolves against the notebook and opens in a new tab) and, beside it, the absolute path."""
+    path = Path(path).resolve()
+    try:
+        href = os.path.relpath(path, Path.cwd())
+    except ValueError:  # another drive (Windows)
+        href = path.as_uri()
+    href = "/".join(href.split(os.sep))
+    return (f"<div class='dsg-viz-report-link'>full report: <a href=\"{html.escape(href)}\" target=\"_blank\" "
+            f"rel=\"noopener\">{html.escape(path.name)}</a> <code>{html.escape(str(path))}</code></div>")
+
+
 def figure_png(fig, dpi: int = 100) -> bytes:
     """Return a matplotlib figure as PNG bytes, and close it if pyplot holds it (so a notebook shows it once)."""
     buf = io.BytesIO()
@@ -267,7 +287,7 @@ class Panel:
 
     def run(self):
         """Read the form, run the panel's library call, show and keep the result; return it (``None`` on a user
-        error, which is shown in the output area and kept in ``error``)."""
+        error, which is shown in the output area and kept in ``error``). The status line ends on "done in … s"."""
         from .generation import GenerationError
 
         self.error = None
@@ -276,6 +296,7 @@ class Panel:
         self.progress.value = 0
         self.status.value = "running…"
         self.run_button.disabled = True
+        t0 = time.perf_counter()
         try:
             cfg = self.read_config()
             result = self._compute(cfg)
@@ -284,11 +305,22 @@ class Panel:
             return None
         finally:
             self.run_button.disabled = False
+            self._end_live()
         self.config, self.result = cfg, result
         self.progress.bar_style = "success"
         self.progress.value = self.progress.max
         self._show(result)
+        done = self._done_text(result)
+        self.status.value = (f"done in {time.perf_counter() - t0:.1f} s (at {time.strftime('%H:%M:%S')})"
+                             + (f": {done}" if done else ""))
         return result
+
+    def _done_text(self, result) -> str:
+        """A few words on what the finished run made (shown after "done in … s")."""
+        return ""
+
+    def _end_live(self) -> None:
+        """Hide whatever streamed progress the panel showed while running."""
 
     def _on_click(self, _button) -> None:
         with self.output:  # unexpected exceptions (bugs) show their traceback here instead of vanishing
@@ -413,8 +445,9 @@ GENERATION_LABELS = {"method": "preset", "margins.quantile": "margin quantile ε
 class GenerationPanel(Panel):
     """Generate one sample set with a :class:`~dsg_viz.generation.GenerationConfig` built from a preset and the
     form (ε, margin scale, LSE and SCI weights, steps, samples...), and a seed. Run calls
-    :func:`dsg_viz.generation.generate` (what ``dsg-viz generate`` runs), then shows an image grid (next to the
-    ``compare_to`` sets) and per-term loss curves. Choosing another preset loads its settings into the form (the
+    :func:`dsg_viz.generation.generate` (what ``dsg-viz generate`` runs) — while it runs, the status shows the
+    batch and step and a live curve of the total loss is redrawn about every ``live_every`` seconds — then shows an
+    image grid (next to the ``compare_to`` sets) and per-term loss curves. Choosing another preset loads its settings into the form (the
     sample count, batch size and steps stay; ``gaussian`` keeps its 0 steps).
 
     Args:
@@ -428,15 +461,18 @@ class GenerationPanel(Panel):
             ``None`` = the shared default cache (``$DSG_VIZ_SAMPLE_CACHE``, else ``runs/cache/``); ``False`` = no
             caching.
         fields: the config fields shown in the form.
+        live_every: seconds between two redraws of the live loss curve (``None``: no live curve).
         **overrides: :class:`GenerationConfig` fields applied to the preset (e.g. ``steps=5, num_samples=16``).
 
-    ``result``: the :class:`~dsg_viz.generation.SampleSet`; ``from_cache``: whether it was loaded.
+    ``result``: the :class:`~dsg_viz.generation.SampleSet`; ``from_cache``: whether it was loaded; ``live``: the
+    ``ipywidgets.Image`` of the live loss curve (hidden when no run is in progress).
     """
 
     title = "Generate samples"
 
     def __init__(self, model: nn.Module, preset: str = "dsg", seed: int = 0, compare_to: dict | None = None,
-                 cache_dir: str | Path | None | bool = None, fields=GENERATION_FIELDS, **overrides):
+                 cache_dir: str | Path | None | bool = None, fields=GENERATION_FIELDS, live_every: float | None = 1.0,
+                 **overrides):
         from .generation import PRESETS, SCI_MODES
         from .generation import preset as make_preset
 
@@ -449,6 +485,9 @@ class GenerationPanel(Panel):
 
             self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.from_cache = False
+        self.live_every = live_every
+        self.live = W.Image(format="png", layout=W.Layout(display="none", max_width="560px"))
+        self._losses: list[list[float]] = []
         config = make_preset(preset, **overrides)
         self._steps = config.steps or PRESETS["dsg"].steps  # restored when leaving the gaussian preset
         self.seed = W.IntText(value=seed, description="seed", style=_STYLE, layout=W.Layout(width="160px"))
@@ -457,6 +496,7 @@ class GenerationPanel(Panel):
         super().__init__(config, fields, choices={"method": list(PRESETS), "sci": list(SCI_MODES)},
                          labels=GENERATION_LABELS, extra=[W.HBox([self.seed, self.recompute])],
                          help_text="each Run optimizes pixels; seconds to minutes depending on steps × samples")
+        self.widget.children = (*self.widget.children[:-1], self.live, self.widget.children[-1])
         if "method" in self.form.widgets:
             self.form.widgets["method"].observe(self._on_preset, names="value")
 
@@ -488,11 +528,22 @@ class GenerationPanel(Panel):
         self.from_cache = False
         nb = math.ceil(cfg.num_samples / cfg.batch_size)
         total = nb * max(cfg.steps, 1)
+        self._losses = []
+        last = [time.perf_counter(), -1.0]  # last status update, last live redraw
 
-        def callback(b, step, _values):
+        def callback(b, step, values):
             done = b * cfg.steps + step + 1
-            if done == total or done % max(1, total // 100) == 0:
-                self.set_progress(done, total, f"batch {b + 1}/{nb}, step {step + 1}/{cfg.steps}")
+            if step == 0:
+                self._losses.append([])
+            self._losses[-1].append(sum(float(v) for v in values.values()))
+            now = time.perf_counter()
+            if done == total or now - last[0] >= 0.25:
+                last[0] = now
+                self.set_progress(done, total, f"generating: batch {b + 1}/{nb}, step {step + 1}/{cfg.steps}, "
+                                               f"loss {self._losses[-1][-1]:.4g}")
+            if self.live_every is not None and now - last[1] >= self.live_every:
+                self._draw_live(cfg, nb)
+                last[1] = time.perf_counter()
 
         if self.cache_dir is None:
             s = generate(self.model, cfg, seed=seed, progress=False, callback=callback)
@@ -505,6 +556,31 @@ class GenerationPanel(Panel):
                 return s
         self.set_progress(total, total, f"{len(s)} samples in {s.seconds:.1f} s")
         return s
+
+    def _draw_live(self, cfg, nb: int) -> None:
+        """Redraw the live curve: total loss against the step, one line per batch so far (log scale)."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5.2, 2.1), layout="constrained")
+        ax = fig.add_subplot()
+        for i, ls in enumerate(self._losses):
+            ax.plot(range(1, len(ls) + 1), ls, lw=1.2, alpha=1.0 if i == len(self._losses) - 1 else 0.35,
+                    color="#d62728" if i == len(self._losses) - 1 else "#888888")
+        if all(v > 0 for ls in self._losses for v in ls):
+            ax.set_yscale("log")
+        ax.set_xlim(0, max(cfg.steps, 1))
+        ax.set_xlabel("step")
+        ax.set_ylabel("total loss")
+        ax.set_title(f"live: {cfg.method}, batch {len(self._losses)}/{nb}", fontsize=9)
+        ax.tick_params(labelsize=8)
+        self.live.value = figure_png(fig, dpi=80)
+        self.live.layout.display = ""
+
+    def _end_live(self) -> None:
+        self.live.layout.display = "none"
+
+    def _done_text(self, s) -> str:
+        return "loaded from the cache" if self.from_cache else f"{len(s)} samples generated"
 
     def _label(self) -> str:
         name = self.result.method
@@ -539,51 +615,93 @@ class QuantPanel(Panel):
     :class:`~dsg_viz.compare.CompareConfig`: bit widths (comma-separated ``W<w>A<a>``), activation calibration,
     weight range, layer convention and sources. Shows the accuracy table and the grouped-bar plot.
 
+    When ``test`` holds more than ``first_look`` images, every cell is first evaluated on a fixed subset of
+    ``first_look`` test images (the subset :func:`dsg_viz.notebook_utils.test_split` draws) and that table is shown
+    at once, labelled as such; then the cells are evaluated on the whole split and the final table and plot follow.
+
     Args:
         model: the full-precision model (never modified; each cell quantizes a copy).
         sample_sets: ``{name: SampleSet}`` offered as sources.
         test: the evaluation split (e.g. :func:`dsg_viz.notebook_utils.test_split`).
         config: the starting config; by default W4A4 on every given source.
+        fp: ``evaluate(model, test)`` if the notebook already has it (not computed again).
+        first_look: size of the subset evaluated first (``None`` or 0: only the whole split).
 
     ``result``: the results dict of :func:`dsg_viz.notebook_utils.quantize_sources` (``fp``, ``cells``,
-    ``table``, ``config``).
+    ``table``, ``config``) on the whole ``test`` split, with ``result["first_look"]`` holding the subset's results
+    when there was a first look.
     """
 
     title = "Quantize, calibrate, evaluate"
 
-    def __init__(self, model: nn.Module, sample_sets: dict, test, config=None):
+    def __init__(self, model: nn.Module, sample_sets: dict, test, config=None, fp: dict | None = None,
+                 first_look: int | None = 2000):
         from .compare import CompareConfig
         from .quant.quantize import ACT_METHODS, CONVENTIONS, WEIGHT_METHODS
 
         self.model, self.sample_sets, self.test = model, dict(sample_sets), test
-        self._fp = None
+        self.first_look = first_look if first_look and len(test) > first_look else None
+        self._fp = {len(test): fp} if fp is not None else {}
         config = config or CompareConfig(sources=tuple(self.sample_sets), bits=("W4A4",), seeds=1)
+        bits = W.Text(placeholder="e.g. W4A4, W6A6", continuous_update=False, description="bit widths",
+                      style=_STYLE, layout=W.Layout(width="auto", min_width="210px"))
+        where = (f"a first look on {self.first_look:,} test images, then all {len(test):,}" if self.first_look
+                 else f"{len(test):,} test images")
         super().__init__(config, ["bits", "calibration", "weight_range", "convention", "sources"],
                          choices={"calibration": list(ACT_METHODS), "weight_range": list(WEIGHT_METHODS),
                                   "convention": list(CONVENTIONS), "sources": list(self.sample_sets)},
-                         labels={"bits": "bit widths (e.g. W4A4, W6A6)", "calibration": "activation calibration",
+                         labels={"bits": "bit widths", "calibration": "activation calibration",
                                  "weight_range": "weight range", "convention": "layer convention"},
-                         help_text=f"each cell quantizes a copy and evaluates on {len(test)} test images")
+                         widgets={"bits": bits},
+                         help_text=f"each cell quantizes a copy and evaluates it on {where}")
+
+    def _subset(self):
+        idx = torch.randperm(len(self.test), generator=torch.Generator().manual_seed(0))[:self.first_look]
+        return self.test.subset(idx)
 
     def _compute(self, cfg) -> dict:
-        from .notebook_utils import quantize_sources
+        from .evaluate import evaluate
+        from .notebook_utils import quantize_sources, results_table
         from .quant import parse_bits
 
         cfg = replace(cfg, bits=tuple(f"W{w}A{a}" for w, a in map(parse_bits, cfg.bits)))
-        if self._fp is None:
-            from .evaluate import evaluate
+        if not cfg.sources:
+            raise ConfigError("pick at least one sample source")
+        splits = ([("first look", self._subset())] if self.first_look else []) + [("all", self.test)]
+        n_cells = len(cfg.sources) * len(cfg.bits) * len(cfg.methods)
+        total = n_cells * len(splits)
+        results = {}
+        for k, (phase, split) in enumerate(splits):
+            where = f"{len(split):,} test images" + (" (first look)" if phase == "first look" else "")
+            if len(split) not in self._fp:
+                self.set_progress(k * n_cells, total, f"full precision on {where}…")
+                self._fp[len(split)] = evaluate(self.model, split)
 
-            self.status.value = "full-precision accuracy…"
-            self._fp = evaluate(self.model, self.test)
-        return quantize_sources(self.model, self.sample_sets, cfg, self.test, fp=self._fp,
-                                callback=lambda i, n, key: self.set_progress(i, n, key.replace("|", " ")))
+            def callback(i, n, key, k=k, where=where):
+                self.set_progress(k * n_cells + i, total, f"{key.replace('|', ' ')} done ({i}/{n} on {where})")
+
+            results[phase] = quantize_sources(self.model, self.sample_sets, cfg, split, fp=self._fp[len(split)],
+                                              callback=callback, progress=False)
+            if phase == "first look":
+                self.show(f"**First look: a fixed subset of {len(split):,} test images** (one standard error of an "
+                          f"accuracy ≈ {100 * math.sqrt(0.85 * 0.15 / len(split)):.1f} points); all "
+                          f"{len(self.test):,} follow.")
+                self.show(results_table(results[phase], cfg))
+        r = results["all"]
+        if "first look" in results:
+            r["first_look"] = results["first look"]
+        return r
 
     def _show(self, r: dict) -> None:
-        from .compare import results_markdown
-        from .notebook_utils import plot_results
+        from .notebook_utils import plot_results, results_table
 
-        self.show(results_markdown(r, self.config))
+        if "first_look" in r:
+            self.show(f"**All {r['fp']['n']:,} test images** (replaces the first look above).")
+        self.show(results_table(r, self.config))
         self.show(plot_results(r, self.config))
+
+    def _done_text(self, r: dict) -> str:
+        return f"{len(r['cells'])} cell(s) on {r['fp']['n']:,} test images"
 
 
 # ------------------------------------------------------------------------------------------- diagnostics
@@ -612,7 +730,9 @@ class DiagnosticsConfig:
 class DiagnosticsPanel(Panel):
     """The one-call homogenization report: Run calls :func:`dsg_viz.diagnostics.diagnose` (what
     ``dsg-viz diagnose`` runs) on the given sample sets, writes the report into ``out_dir`` and shows the summary
-    table with the BN histogram, the feature-correlation matrices and the t-SNE map.
+    table with the BN histogram, the feature-correlation matrices and the t-SNE map, then a link to ``report.html``
+    (relative to the notebook's folder, so JupyterLab opens it when the server's root contains it — ``make lab``
+    serves the repository).
 
     ``result``: the summary dict (``scores``, ``per_layer``, ``files`` ...).
     """
@@ -635,7 +755,8 @@ class DiagnosticsPanel(Panel):
     def _compute(self, cfg: DiagnosticsConfig) -> dict:
         from .diagnostics import diagnose
 
-        self.set_progress(0, 1, f"diagnosing {len(self.sample_sets)} sources…")
+        self.set_progress(0, 1, f"diagnosing {len(self.sample_sets)} sources (features, scores, t-SNE, figures, "
+                                "report)…")
         return diagnose(self.model, self.sample_sets, self.out_dir, layer=cfg.layer, channel=cfg.channel,
                         tsne_points=cfg.tsne_points, perplexity=cfg.perplexity, seed=cfg.seed, progress=False,
                         max_values=cfg.max_values)
@@ -648,4 +769,7 @@ class DiagnosticsPanel(Panel):
             path = summary["files"].get(name)
             if path:
                 self.output.append_display_data(Image(filename=path))
-        self.show(f"full report: `{summary['files']['report.html']}`")
+        self.output.append_display_data(HTML(report_link(summary["files"]["report.html"])))
+
+    def _done_text(self, summary: dict) -> str:
+        return f"{len(summary.get('scores', {}))} sources, report written"

@@ -262,3 +262,114 @@ def test_optional_module():
     assert nu.optional_module("dsg_viz.no_pkg.sub") is None
     mod = nu.optional_module("dsg_viz.margins")
     assert mod is not None and "`dsg_viz.margins`" in nu.module_summary(mod)
+
+
+# --------------------------------------------------------------------------------- progress, status, issue 19
+
+def test_panels_end_on_done_and_quant_panel_reuses_fp_and_looks_at_a_subset_first(tiny_model, tiny_sets, tiny_test):
+    from dsg_viz import evaluate
+
+    fp = evaluate(tiny_model, tiny_test)
+    p = QuantPanel(tiny_model, tiny_sets, tiny_test, fp=fp, first_look=20)
+    r = p.run()
+    assert p.error is None and p.status.value.startswith("done in") and "cell(s) on 48 test images" in p.status.value
+    # the FP accuracy of the whole split was given: only the subset's FP was evaluated by the panel itself
+    assert r["fp"] is fp and r["first_look"]["fp"]["n"] == 20
+    md = "".join(o["data"].get("text/markdown", "") for o in p.output.outputs)
+    assert "First look: a fixed subset of 20 test images" in md and "All 48 test images" in md
+    assert "\n# " not in "\n" + md and "\n## " not in "\n" + md  # no page-size headings in an output
+    assert p.progress.value == p.progress.max
+    q = QuantPanel(tiny_model, tiny_sets, tiny_test)  # 48 ≤ 2,000: no first look
+    assert q.first_look is None and "first_look" not in q.run()
+
+
+def test_generation_panel_streams_a_live_loss_curve(tiny_model):
+    p = GenerationPanel(tiny_model, "dsg", num_samples=4, steps=6, batch_size=2, cache_dir=False, live_every=0.0)
+    shown = []
+    p.live.observe(lambda ch: shown.append(len(ch["new"])), names="value")
+    p.run()
+    assert shown and all(n > 1000 for n in shown)  # PNG bytes, drawn while generating
+    assert p.live.layout.display == "none"  # hidden once the final curves are in the output
+    assert p.status.value.startswith("done in") and "4 samples generated" in p.status.value
+
+
+def test_diagnostics_panel_says_done_and_links_the_report(tiny_model, tiny_sets, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = DiagnosticsPanel(tiny_model, tiny_sets, tmp_path / "diag", DiagnosticsConfig(tsne_points=24, max_values=500))
+    p.run()
+    assert p.status.value.startswith("done in") and "diagnosing" not in p.status.value
+    html = _error_html(p)
+    assert '<a href="diag/report.html" target="_blank"' in html and str(tmp_path / "diag" / "report.html") in html
+
+
+def test_no_tqdm_bars_from_notebook_helpers(tiny_model, tiny_sets, tiny_test, tmp_path, monkeypatch, capsys):
+    """tqdm.auto bars become widgets in a kernel, and a closed one shows "Error displaying widget" in JupyterLab:
+    the notebook helpers report progress through CellProgress instead (generation and reconstruction included)."""
+    import tqdm.auto
+
+    def no_tqdm(*a, **k):
+        raise AssertionError("a tqdm bar was created")
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", no_tqdm)
+    lines = []
+    nu.cached_samples(tiny_model, "dsg", nu.sample_config(4, 3, 4), 0, tmp_path, progress=True, log=lines.append)
+    cfg = CompareConfig(sources=("dsg",), bits=("W4A4",), methods=("calib", "adaround"), recon_iters=2)
+    r = nu.quantize_sources(tiny_model, tiny_sets, cfg, tiny_test, log=lines.append)
+    assert set(r["table"]) == {"calib", "adaround"}
+    assert lines[0].startswith("dsg: generated 4 samples") and "2 cell(s) on 48 test images" in lines[-1]
+    assert capsys.readouterr().err == ""
+
+
+def test_cell_progress_updates_one_display_in_a_kernel(monkeypatch):
+    shown = []
+
+    class Handle:
+        def update(self, bundle, raw=False):
+            shown.append(("update", bundle["text/plain"]))
+
+    monkeypatch.setattr(nu, "_in_kernel", lambda: True)
+    import IPython.display
+
+    monkeypatch.setattr(IPython.display, "display", lambda b, raw=False, display_id=False: shown.append(
+        ("display", b["text/plain"])) or Handle())
+    bar = nu.CellProgress("work", 4, "steps", interval=0.0)
+    for i in range(1, 5):
+        bar.update(i, f"note {i}")
+    bar.close("finished")
+    assert [k for k, _ in shown].count("display") == 1 and shown[-1] == ("update", "finished")
+    assert "4/4 steps" in shown[-2][1] and "█" in shown[-2][1]
+
+
+def test_settings_announce_verdict_and_quick_vs_paper(tmp_path, monkeypatch):
+    monkeypatch.delenv("DSG_VIZ_SMOKE", raising=False)
+    assert nu.settings_mode("quick") == "quick" and nu.settings_mode("paper") == "paper"
+    with pytest.raises(ConfigError, match="'quick' or 'paper'"):
+        nu.settings_mode("fast")
+    monkeypatch.setenv("DSG_VIZ_SMOKE", "1")
+    assert nu.settings_mode("paper") == "smoke"
+    monkeypatch.setattr(nu, "EXPECTED_TIMES", {"00_quickstart": {"quick": (95.0, 12.0), "paper": (1500.0, 300.0)}})
+    line = nu.announce("00_quickstart", "paper", "256 samples", log=lambda *a: None)
+    assert "the paper's settings (256 samples)" in line and "25 min from a cold" in line and "5.0 min" in line
+    assert "1.6 min from a cold" in nu.announce("00_quickstart", "quick", log=lambda *a: None)
+    assert "smoke mode" in nu.announce("00_quickstart", "smoke", log=lambda *a: None)
+    assert "within the noise" in nu.verdict(0.2, 2000) and "clear in this run" in nu.verdict(3.0, 10_000)
+    assert nu.accuracy_se(2000) == pytest.approx(0.798, abs=1e-3)
+    rec = tmp_path / "bench.json"
+    assert "No run at the paper's settings" in nu.quick_vs_paper({"a": 1.0}, "00_quickstart", "quick", rec)
+    rec.write_text('{"notebooks": {"00_quickstart": {"quick": {"summary": {"a": 84.0}, "date": "d1"}, '
+                   '"paper": {"summary": {"a": 85.5}, "date": "d2"}}}}')
+    table = nu.quick_vs_paper({"a": 84.2}, "00_quickstart", "quick", rec)
+    assert "| a | 84.20 | 84.00 | 85.50 | -1.50 |" in table and "quick d1, paper d2" in table
+
+
+def test_results_table_and_plot_legend_outside(tiny_model, tiny_sets, tiny_test):
+    cfg = CompareConfig(sources=("zeroq", "dsg"), bits=("W4A4", "W8A8"))
+    r = nu.quantize_sources(tiny_model, tiny_sets, cfg, tiny_test, progress=False)
+    md = nu.results_table(r, cfg)
+    assert md.startswith("**") and "\n#" not in md and "| dsg |" in md
+    fig = nu.plot_results(r, cfg)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes_box.x1 - 1  # right of the axes: it covers no bar
+    assert "48 test images" in ax.get_ylabel()
