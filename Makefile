@@ -24,8 +24,9 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -ra
 
-# JupyterLab + headless Chromium (system /usr/bin/chromium, never downloaded) running notebooks/02 in smoke mode;
-# writes docs/img/notebook_panel.png
+# JupyterLab + headless Chromium (system /usr/bin/chromium, never downloaded) running all six notebooks at their quick
+# settings (DSG_VIZ_BROWSER_SETTINGS=smoke: a few steps) and clicking every panel's Run button; writes
+# docs/img/notebook_NN.png and docs/img/notebook_panel.png
 test-browser: $(BIN)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[browser]'
 	$(BIN)/python -m pytest -q -ra -m browser tests/test_browser.py
@@ -48,9 +49,10 @@ test-docs: $(BIN)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[browser]'
 	$(BIN)/python -m pytest -q -ra -m browser tests/test_docs.py
 
-# the tutorial notebooks, on this project's virtual environment (kernel "Python 3" = .venv/bin/python)
+# the tutorial notebooks, on this project's virtual environment (kernel "Python 3" = .venv/bin/python), opening the
+# quickstart; the server's root is the repository, so the notebooks' links to docs/ and to reports under runs/ open
 lab: $(BIN)/.installed
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(BIN)/jupyter lab notebooks/00_quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache site build dist
