@@ -90,3 +90,21 @@ def test_cuda_generate_and_evaluate(tmp_path):
     m = create_model("tiny_bn").cuda()
     s = generate(m, preset("dsg", num_samples=8, batch_size=4, steps=2), progress=False)
     assert s.images.shape == (8, 3, 16, 16) and torch.isfinite(s.images).all()
+
+
+def test_cli_compare_under_torchrun_equals_one_process(tmp_path, data_root):
+    ckpt = str(data_root / "models" / "cifar10" / "resnet20_cifar10_jpeg.pt")
+    args = ["compare", "--checkpoint", ckpt, "--data-root", str(data_root), "--sources", "zeroq", "--bits", "W4A4",
+            "--seeds", "1", "--num-samples", "8", "--steps", "2", "--eval-limit", "100", "--threads", "1",
+            "--device", "cpu", "--json"]
+    env = {"DSG_VIZ_SAMPLE_CACHE": str(tmp_path / "cache1")}
+    one = _run([sys.executable, "-m", "dsg_viz", *args, "--out", str(tmp_path / "one")], tmp_path, env)
+    env = {"DSG_VIZ_SAMPLE_CACHE": str(tmp_path / "cache2")}  # the two ranks generate again, sharded
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                "dsg_viz", *args, "--out", str(tmp_path / "two")], tmp_path, env)
+    t1 = json.loads(one.stdout.strip().splitlines()[-1])["table"]
+    t2 = json.loads(two.stdout.strip().splitlines()[-1])["table"]
+    assert t1 == t2
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())["cells"]
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())["cells"]
+    assert {k: v["top1"] for k, v in r1.items()} == {k: v["top1"] for k, v in r2.items()}
