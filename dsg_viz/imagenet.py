@@ -147,6 +147,8 @@ class _LazyImages:
         if isinstance(idx, slice):
             return decode(files[idx], self._split.size)
         idx = torch.as_tensor(idx)
+        if idx.dim() == 0:
+            return decode([files[int(idx)]], self._split.size)[0]
         if idx.dtype == torch.bool:
             idx = idx.nonzero().flatten()
         return decode([files[i] for i in idx.tolist()], self._split.size)
