@@ -62,8 +62,8 @@ def _minutes(seconds: float | None) -> str:
         f"{seconds / 60:.1f} min"
 
 
-def announce(notebook: str, mode: str, what: str = "", log=print) -> str:
-    """Print (and return) one line saying which settings a notebook runs with and how long that is expected to take
+def announce(notebook: str, mode: str, what: str = "", log=print) -> None:
+    """Print (to ``log``) one line saying which settings a notebook runs with and how long that is expected to take
     on 2 CPU cores from a cold and from a warm sample cache (:data:`EXPECTED_TIMES`, measured by
     ``benchmarks/bench_notebooks.py``). ``what`` describes the sizes (e.g. ``"128 samples × 200 steps"``)."""
     if mode == "smoke":
@@ -77,7 +77,6 @@ def announce(notebook: str, mode: str, what: str = "", log=print) -> str:
         if mode == "quick":
             line += " SETTINGS = \"paper\" runs the paper's settings."
     log(line)
-    return line
 
 
 def _in_kernel() -> bool:
@@ -476,11 +475,18 @@ def optional_module(name: str) -> ModuleType | None:
     return importlib.import_module(name)
 
 
-def module_summary(module: ModuleType) -> str:
-    """Return the first paragraph of ``module``'s docstring and its public names (``__all__``, else the classes and
-    functions it defines), as Markdown."""
+def module_summary(module: ModuleType, max_names: int = 12) -> str:
+    """Return the first paragraph of ``module``'s docstring (Sphinx roles such as ``:class:`X``` shown as code) and
+    its public names (``__all__``, else the classes and functions it defines; names starting with ``_`` left out;
+    at most ``max_names``, then a count), as Markdown."""
+    import re
+
     doc = (module.__doc__ or "").strip().split("\n\n")[0]
+    doc = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", doc)
     names = getattr(module, "__all__", None) or [
         n for n, v in vars(module).items()
-        if not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__]
-    return f"`{module.__name__}`: {doc}\n\nPublic names: " + ", ".join(f"`{n}`" for n in names)
+        if callable(v) and getattr(v, "__module__", None) == module.__name__]
+    names = [n for n in names if not n.startswith("_")]
+    more = f" and {len(names) - max_names} more" if len(names) > max_names else ""
+    return (f"`{module.__name__}`: {doc}\n\nPublic names: " + ", ".join(f"`{n}`" for n in names[:max_names])
+            + more)

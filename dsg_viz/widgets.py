@@ -447,8 +447,8 @@ class GenerationPanel(Panel):
     form (ε, margin scale, LSE and SCI weights, steps, samples...), and a seed. Run calls
     :func:`dsg_viz.generation.generate` (what ``dsg-viz generate`` runs) — while it runs, the status shows the
     batch and step and a live curve of the total loss is redrawn about every ``live_every`` seconds — then shows an
-    image grid (next to the ``compare_to`` sets) and per-term loss curves. Choosing another preset loads its settings into the form (the
-    sample count, batch size and steps stay; ``gaussian`` keeps its 0 steps).
+    image grid (next to the ``compare_to`` sets) and per-term loss curves. Choosing another preset loads its
+    settings into the form (the sample count, batch size and steps stay; ``gaussian`` keeps its 0 steps).
 
     Args:
         model: the BN network.

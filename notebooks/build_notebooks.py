@@ -437,22 +437,29 @@ NB02 = [
     corr.round(3)"""),
     code("""
     lines = []
-    for a, b in ((corr.iloc[0], corr.iloc[1]), (corr.iloc[2], corr.iloc[3])):
+    same_as_notebook = torch.equal(res.images, samples["dsg"].images)
+    for a, b in ((corr.iloc[0], corr.iloc[1]),) + (() if same_as_notebook else ((corr.iloc[2], corr.iloc[3]),)):
         ft = "less" if b["features: mean |Pearson|"] < a["features: mean |Pearson|"] else "more"
         px = "less" if b["pixels: mean |cos|"] < a["pixels: mean |cos|"] else "more"
+        spread = "more" if b["pixels: eff. rank"] > a["pixels: eff. rank"] else "fewer"
         lines.append(
             f"- `{b.name}` vs `{a.name}` ({int(b['samples'])} samples, {int(b['steps'])} steps, seed {int(b['seed'])}): "
             f"{ft} correlated in features (mean |Pearson| {b['features: mean |Pearson|']:.3f} vs "
             f"{a['features: mean |Pearson|']:.3f}; effective rank {b['features: eff. rank']:.1f} vs "
-            f"{a['features: eff. rank']:.1f} of {int(b['samples'])}), {px} correlated in pixels (mean |cos| "
-            f"{b['pixels: mean |cos|']:.3f} vs {a['pixels: mean |cos|']:.3f}).")
+            f"{a['features: eff. rank']:.1f} of {int(b['samples'])}); in pixels {px} correlated on average (mean |cos| "
+            f"{b['pixels: mean |cos|']:.3f} vs {a['pixels: mean |cos|']:.3f}) and spread over {spread} directions "
+            f"(effective rank {b['pixels: eff. rank']:.1f} vs {a['pixels: eff. rank']:.1f}).")
+    if same_as_notebook:
+        lines.append("- The panel's run used the notebook's own DSG settings, so it loaded that set: its rows repeat "
+                     "the notebook's. Change a setting and rerun the panel and this cell to compare.")
     display(Markdown(
         "**Takeaway**, pair by pair (each pair has the same size, steps and seed):\\n\\n" + "\\n".join(lines) + "\\n\\n"
-        "Pixel and feature correlation need not agree: DSG starts from N(0, 1) noise and keeps some of it, which "
-        "lowers pixel correlation whatever the network sees, while the feature numbers say how alike the network "
-        "finds the samples. Against its base `zeroq+ce`, DSG changes only the statistic-matching part of the "
-        "objective; against the published ZeroQ it also starts from N(0, 1) noise and adds cross-entropy and image "
-        "priors. `03_homogenization` measures what that does at every level (distribution, per sample, between "
+        "Mean |cos| and effective rank can disagree in pixels: one counts how alike pairs of images are on average, "
+        "the other how many independent directions the whole set spans. "
+        "Pixel and feature numbers need not agree either: pixels show what the eye sees (DSG starts from N(0, 1) "
+        "noise and keeps some of it), features how alike the network finds the samples. Against its base "
+        "`zeroq+ce`, DSG changes only the statistic-matching part of the objective; against the published ZeroQ "
+        "it also starts from N(0, 1) noise and adds cross-entropy and image priors. `03_homogenization` measures what that does at every level (distribution, per sample, between "
         "samples)."))
     SUMMARY = {f"{k}: {c}": float(corr.loc[k, c]) for k in ("zeroq (notebook)", "dsg (notebook)")
                for c in ("features: mean |Pearson|", "pixels: mean |cos|")}"""),
@@ -576,6 +583,14 @@ NB03 = [
     zq, dg = sc["zeroq"], sc["dsg"]
     ratio = dg["rel_d_mu"] / zq["rel_d_mu"]
     fewer = "less" if dg["offdiag_pearson_feature"] < zq["offdiag_pearson_feature"] else "more"
+    fit = ("ZeroQ's BN inputs fit the Gaussians even more closely than real images do — the paper's first sign of "
+           "homogenization (CVPR Fig. 1a) — while DSG's slack margins leave its samples further away"
+           if zq["w1"] < sc["real"]["w1"] < dg["w1"] else
+           "here the paper's first sign of homogenization (ZeroQ closer to the Gaussians than real images, DSG "
+           "further) does not show in full")
+    agree = ("So this run shows the homogenization the paper describes: ZeroQ's samples are alike, DSG's more diverse."
+             if ratio > 1 and fewer == "less" else
+             "So this run shows only part of the homogenization the paper describes.")
     display(Markdown(
         f"**Takeaway** ({summary['n']} samples per source, seed {SEED}). Per sample, DSG's BN statistics spread "
         f"{ratio:.1f}× as widely as ZeroQ's (dispersion D^μ relative to real images: DSG {dg['rel_d_mu']:.2f}, "
@@ -583,10 +598,10 @@ NB03 = [
         f"{dg['offdiag_pearson_feature']:.3f} vs ZeroQ {zq['offdiag_pearson_feature']:.3f}, real "
         f"{sc['real']['offdiag_pearson_feature']:.3f}; effective rank {dg['erank_feature']:.1f} vs "
         f"{zq['erank_feature']:.1f} of {summary['n']}). At the distribution level, ZeroQ is {zq['w1']:.3f}σ and DSG "
-        f"{dg['w1']:.3f}σ from the BN Gaussians (W1), real images {sc['real']['w1']:.3f}σ. "
-        "These are the homogenization differences the paper describes, measured here in one run. Whether more "
-        "diverse samples also calibrate better is a separate question: `04_quantize` and `05_ablation_and_beyond` "
-        "measure accuracy, and [docs/results.md](../docs/results.md) has the multi-seed answer."))
+        f"{dg['w1']:.3f}σ from the BN Gaussians (W1), real images {sc['real']['w1']:.3f}σ: {fit}. {agree} "
+        "Whether more diverse samples also calibrate better is a separate question: `04_quantize` and "
+        "`05_ablation_and_beyond` measure accuracy, and [docs/results.md](../docs/results.md) has the multi-seed "
+        "answer."))
     SUMMARY = {f"{s}: {k}": sc[s][k] for s in ("zeroq", "dsg", "real")
                for k in ("rel_d_mu", "offdiag_pearson_feature", "w1")}"""),
     md("""
@@ -741,8 +756,9 @@ NB04 = [
         + f" ({nu.verdict(gap.abs().max(), len(test))}). "
         + (f"Across sources at W4A4 (the panel's last run, `{panel.config.convention}` convention): "
            + ", ".join(f"{s} {v:.2f} %" for s, v in w4.items() if v is not None) + ". " if w4 else "")
-        + "Differences between synthetic sources within one run are small compared with what seeds and test-set size "
-        "allow; see [docs/results.md](../docs/results.md) for both conventions over 3 seeds."))
+        + (f"DSG − ZeroQ there: {w4['dsg'] - w4['zeroq']:+.2f} points, {nu.verdict(w4['dsg'] - w4['zeroq'], len(test))}. "
+           if w4.get("dsg") is not None and w4.get("zeroq") is not None else "")
+        + "Both conventions over 3 seeds: [docs/results.md](../docs/results.md)."))
     SUMMARY = {f"W4A4 {s} ({c})": float(conventions.loc[s, c]) for s in conventions.index for c in conventions.columns}
     SUMMARY |= {f"W4A4 dsg, {m}": float(methods.loc[m, "top-1 (%)"]) for m in methods.index}"""),
     md("""
@@ -866,7 +882,8 @@ NB05 = [
         f"**Takeaway.** With {iters} steps per unit, reconstruction changes W4A4 top-1 over calibration alone by "
         + "; ".join(f"{m}: " + ", ".join(f"{s} {g:+.2f}" for s, g in gs.items()) for m, gs in gains.items())
         + f" points ({n:,} test images). "
-        + ("So few steps barely move the rounding: this shows the mechanics, not the method's gain. " if iters < 100 else "")
+        + (f"{iters} steps is a fraction of this package's CPU schedule (200) and of the papers' 20,000: read these "
+           "numbers as the mechanics, not as the method's gain. " if iters < 200 else "")
         + "Measured with 200 steps per unit and 3 seeds, reconstruction lifts data-free W4A4 by about 2 points and "
         "W3A3 by far more: [docs/results.md](../docs/results.md), \\"Reconstruction-based PTQ\\"."))
     SUMMARY = {f"W4A4 {v}": float(acc[v]) for v in ABLATION}

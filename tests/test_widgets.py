@@ -348,10 +348,11 @@ def test_settings_announce_verdict_and_quick_vs_paper(tmp_path, monkeypatch):
     monkeypatch.setenv("DSG_VIZ_SMOKE", "1")
     assert nu.settings_mode("paper") == "smoke"
     monkeypatch.setattr(nu, "EXPECTED_TIMES", {"00_quickstart": {"quick": (95.0, 12.0), "paper": (1500.0, 300.0)}})
-    line = nu.announce("00_quickstart", "paper", "256 samples", log=lambda *a: None)
-    assert "the paper's settings (256 samples)" in line and "25 min from a cold" in line and "5.0 min" in line
-    assert "1.6 min from a cold" in nu.announce("00_quickstart", "quick", log=lambda *a: None)
-    assert "smoke mode" in nu.announce("00_quickstart", "smoke", log=lambda *a: None)
+    lines = []
+    for mode, what in (("paper", "256 samples"), ("quick", ""), ("smoke", "")):
+        nu.announce("00_quickstart", mode, what, log=lines.append)
+    assert "the paper's settings (256 samples)" in lines[0] and "25 min from a cold" in lines[0] and "5.0 min" in lines[0]
+    assert "1.6 min from a cold" in lines[1] and "smoke mode" in lines[2]
     assert "within the noise" in nu.verdict(0.2, 2000) and "clear in this run" in nu.verdict(3.0, 10_000)
     assert nu.accuracy_se(2000) == pytest.approx(0.798, abs=1e-3)
     rec = tmp_path / "bench.json"
