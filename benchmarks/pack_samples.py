@@ -21,7 +21,7 @@ def main() -> None:
     packs, cur, size = [], {}, 0
     for f in sorted(Path(a.src).rglob("*.pt")):
         try:
-            d = torch.load(f, map_location="cpu", weights_only=False)  # our own files, written minutes ago
+            d = torch.load(f, map_location="cpu", weights_only=True)  # tensors and plain containers only
         except Exception as e:  # noqa: BLE001
             print(f"skip {f}: {type(e).__name__}")
             continue

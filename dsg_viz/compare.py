@@ -12,6 +12,7 @@ columns = bit widths, mean ± std over seeds, plus FP) and ``DIR/accuracy.png``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
+from . import _io
+from .distributed import context
+from .errors import ConfigError, DsgVizError, Interrupted
 
 DEMO_SOURCES = ("gaussian", "zeroq", "dsg", "real")
 
@@ -53,20 +56,38 @@ class CompareConfig:
 
     def __post_init__(self):
         from .generation import DEPRECATED_NAMES, resolve_method
+        from .quant.quantize import normalize_bits
 
         if any(s in DEPRECATED_NAMES for s in self.sources):
             object.__setattr__(self, "sources", tuple(resolve_method(s) if s in DEPRECATED_NAMES else s
                                                       for s in self.sources))
+        # one spelling per cell key: "w4a4" → "W4A4"; repeated entries once, in their first position
+        object.__setattr__(self, "sources", tuple(dict.fromkeys(s.strip() for s in self.sources)))
+        object.__setattr__(self, "methods", tuple(dict.fromkeys(m.strip().lower() for m in self.methods)))
+        object.__setattr__(self, "bits", tuple(dict.fromkeys(normalize_bits(b) for b in self.bits)))
 
     def validate(self) -> None:
         from .generation import METHODS
         from .quant import parse_bits
 
+        for name, example in (("bits", "--bits W4A4"), ("methods", "--method calib")):  # sources: run_compare
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is empty; give at least one (e.g. {example})")
         for s in self.sources:
             if s not in METHODS:
                 raise ConfigError(f"unknown source {s!r}; choose from {', '.join(METHODS)}")
         for b in self.bits:
             parse_bits(b)
+        for name, lo in (("num_samples", 1), ("steps", 0), ("batch_size", 1), ("eval_limit", 1), ("recon_iters", 0)):
+            v = getattr(self, name)
+            if v is None and name != "num_samples":
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ConfigError(f"{name} must be an integer >= {lo} (got {v!r})"
+                                  + ("; omit it to evaluate on the whole split" if name == "eval_limit" else ""))
+        if self.margin_scale is not None and not (isinstance(self.margin_scale, (int, float))
+                                                  and math.isfinite(self.margin_scale) and self.margin_scale >= 0):
+            raise ConfigError(f"margin_scale must be a finite number >= 0 (got {self.margin_scale!r})")
         if self.eval_split not in ("test", "val"):
             raise ConfigError(f"unknown evaluation split {self.eval_split!r}; use 'test' (report) or 'val' (tuning)")
         if self.seeds < 1:
@@ -79,12 +100,6 @@ class CompareConfig:
         for m in self.methods:
             if m not in known:
                 raise ConfigError(f"unknown quantization method {m!r}; choose from {', '.join(known)}")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _sample_path(out: Path, cfg: CompareConfig, source: str, seed: int) -> Path:
@@ -123,36 +138,22 @@ def sample_overrides(cfg: CompareConfig, source: str) -> dict:
     return overrides
 
 
-def _link(src: Path, dst: Path) -> None:
-    """Make ``dst`` a hard link to ``src`` (a copy where links are impossible), replacing it atomically."""
-    import shutil
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def get_samples(model, cfg: CompareConfig, source: str, seed: int, out: Path | None, sha: str | None = None,
                 progress: bool = True, cache_dir: str | os.PathLike | None = None):
     """Return the sample set of ``source``/``seed`` from the shared sample cache (:mod:`dsg_viz.cache`; generated
-    and cached when missing) and, if ``out`` is given, link it with a PNG grid into ``out/samples/``."""
+    and cached when missing) and, if ``out`` is given, link it with a PNG grid into ``out/samples/``. An interrupted
+    generation returns its partial set (``interrupted=True``), neither cached nor linked: never calibrate on it."""
     from .cache import get_or_generate
     from .generation import save_grid
 
     hit = get_or_generate(model, source, cfg.num_samples, seed, cache_dir=cache_dir, data_root=cfg.data_root,
                           checkpoint_sha256=sha, progress=progress, **sample_overrides(cfg, source))
     s = hit.samples
-    if out is not None and not s.interrupted and hit.path.is_file():
+    if not s.interrupted:
+        s.check_fit(model)
+    if out is not None and not s.interrupted and hit.path.is_file() and context().is_main:
         path = _sample_path(Path(out), cfg, s.method, seed)
-        _link(hit.path, path)
+        _io.link(hit.path, path)
         if not path.with_suffix(".png").is_file() or not hit.loaded:
             save_grid(s.images, path.with_suffix(".png"), model.spec.mean, model.spec.std)
     return s
@@ -178,12 +179,15 @@ def quantize_calibrate_eval(model, images: torch.Tensor, bits: str, cfg: Compare
         from .quant.reconstruct import ReconstructionConfig, reconstruct
 
         rc = {} if cfg.recon_iters is None else {"iters": cfg.recon_iters}
-        reconstruct(qm, model, images, ReconstructionConfig(kind=method, seed=seed, **rc), forward_batch_size=fb,
-                    progress=progress, callback=callback)
+        rr = reconstruct(qm, model, images, ReconstructionConfig(kind=method, seed=seed, **rc), forward_batch_size=fb,
+                         progress=progress, callback=callback)
+        if rr.interrupted:  # Ctrl-C inside reconstruct keeps its finished units: never evaluate or record that
+            raise KeyboardInterrupt(f"{method} stopped after {len(rr.done)} of {len(rr.done) + len(rr.pending)} units")
     t1 = time.perf_counter()
     r = evaluate(qm, test_split, batch_size=forward_batch_size(model.spec, cfg.batch_size, 100))
     return {"top1": r["top1"], "top5": r["top5"], "n": r["n"], "quant_seconds": round(t1 - t0, 2),
-            "eval_seconds": round(time.perf_counter() - t1, 2), "convention": qcfg.describe()}
+            "eval_seconds": round(time.perf_counter() - t1, 2), "convention": qcfg.describe(),
+            "threads": torch.get_num_threads()}
 
 
 # settings that change a result cell: a resumed run must match them (sources, bits, seeds, methods may grow)
@@ -219,14 +223,22 @@ def _cell_key(source: str, bits: str, seed: int, method: str) -> str:
 def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = True, log=print,
                 cache_dir: str | os.PathLike | None = None) -> dict:
     """Run (or resume) a comparison into ``out`` and return the results dict (also written to disk). Sample sets
-    come from the shared sample cache ``cache_dir`` (default :func:`dsg_viz.cache.default_cache_dir`)."""
+    come from the shared sample cache ``cache_dir`` (default :func:`dsg_viz.cache.default_cache_dir`).
+
+    A cell is recorded only when it is complete. Ctrl-C (SIGINT) anywhere — generation, calibration,
+    reconstruction, evaluation — raises :class:`~dsg_viz.errors.Interrupted` saying which finished cells were kept;
+    nothing is computed from a partial sample set, and rerunning the same call resumes. Each cell records the
+    thread count it ran with (``threads``)."""
     from .data import forward_batch_size, load_eval_split, resolve_model_checkpoint
     from .evaluate import evaluate
     from .models import create_model, get_spec, sha256_file
 
     cfg.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.sources:
+        raise ConfigError("sources is empty; give at least one (e.g. --sources zeroq,dsg)")
+    out = _io.check_output_dir(out, "--out")
+    rpath = out / "results.json"
+    results = _read_results(rpath)  # before any work: a damaged file is an error, never silently replaced
     spec = get_spec(cfg.model)
     if "qat" in cfg.methods and spec.dataset != "cifar10":
         raise ConfigError(f"--method qat in compare runs the CIFAR-10 CPU schedule; for {spec.name} run "
@@ -238,13 +250,6 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
     test = load_eval_split(spec, cfg.eval_split, cfg.data_root)
     if cfg.eval_limit:
         test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:cfg.eval_limit])
-    rpath = out / "results.json"
-    results: dict = {}
-    if rpath.is_file():
-        try:
-            results = json.loads(rpath.read_text())
-        except json.JSONDecodeError:
-            results = {}
     old_cfg = results.get("config", {})
     mismatch = [k for k in _RESULT_KEYS if k in old_cfg and old_cfg[k] != getattr(cfg, k)]
     if old_cfg.get("checkpoint_sha256") not in (None, sha):
@@ -255,10 +260,13 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
     cells: dict = results.get("cells", {})
     if "fp" not in results:
         results["fp"] = evaluate(model, test, batch_size=forward_batch_size(spec, cfg.batch_size, 100))
-    results["config"] = asdict(cfg) | {"checkpoint": ckpt, "checkpoint_sha256": sha}
+    results["config"] = asdict(cfg) | {"checkpoint": ckpt, "checkpoint_sha256": sha, "threads": torch.get_num_threads()}
+
+    main = context().is_main  # under torchrun only rank 0 writes; every rank computes the same cells
 
     def save():
-        _atomic_write(rpath, json.dumps(results | {"cells": cells}, indent=1))
+        if main:
+            _io.write_text(rpath, json.dumps(results | {"cells": cells}, indent=1))
 
     save()
     log(f"FP top-1 {results['fp']['top1']:.2f} ({spec.name}, {results['fp']['n']} test images)")
@@ -268,6 +276,7 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo) * len(cfg.bits) * len(cfg.methods), desc="compare", leave=True)
+    stage = "starting"
     try:
         for src, seed in todo:
             applicable = [(b, m) for b in cfg.bits for m in cfg.methods if m != "qat" or src in QAT_GENERATORS]
@@ -278,17 +287,29 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
                 continue
             samples = None
             for bits, method in needed:
+                key = _cell_key(src, bits, seed, method)
                 if method == "qat":
+                    stage = f"computing cell {key}"
                     cell = _qat_cell(model, src, bits, seed, cfg, out, sha)
                 else:
-                    samples = samples or get_samples(model, cfg, src, seed, out, sha, progress, cache_dir)
+                    if samples is None:
+                        stage = f"generating the {src} samples of seed {seed}"
+                        samples = get_samples(model, cfg, src, seed, out, sha, progress, cache_dir)
+                        if samples.interrupted:  # a partial set: never calibrate on it
+                            raise KeyboardInterrupt
+                    stage = f"computing cell {key}"
                     cell = quantize_calibrate_eval(model, samples.images, bits, cfg, test, method, seed)
                     cell["gen_seconds"] = round(samples.seconds, 2)
-                cells[_cell_key(src, bits, seed, method)] = cell
+                cells[key] = cell
                 save()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"{src} {bits} {method}: {cell['top1']:.2f}")
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped while {stage}; {_kept(cells, rpath)}, none computed from an interrupted step; "
+                          "rerun the same command to resume") from None
+    except DsgVizError as e:
+        raise type(e)(f"{e} (while {stage}; {_kept(cells, rpath)})") from None
     finally:
         if bar is not None:
             bar.close()
@@ -296,12 +317,39 @@ def run_compare(cfg: CompareConfig, out: str | os.PathLike, progress: bool = Tru
     results["cells"] = cells
     results["table"] = aggregate(results, cfg)
     save()
-    _atomic_write(out / "results.md", results_markdown(results, cfg))
+    if not main:
+        return results
+    _io.write_text(out / "results.md", results_markdown(results, cfg))
     fig = plot_accuracy(results, cfg)
-    tmp = out / f"accuracy.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, out / "accuracy.png")
+    _io.save_figure(fig, out / "accuracy.png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
     return results
+
+
+def _read_results(rpath: Path) -> dict:
+    """Return the results dict of an earlier run in ``rpath`` (``{}`` if none); a file that is not a dsg_viz results
+    file raises :class:`~dsg_viz.errors.DataError` and is left as it is."""
+    from .errors import DataError
+
+    if not rpath.is_file():
+        return {}
+    fix = "it was left untouched: move it away or use another --out to start afresh"
+    try:
+        results = json.loads(rpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{rpath} is not a readable JSON file ({type(e).__name__}); {fix}") from None
+    cells = results.get("cells", {}) if isinstance(results, dict) else None
+    if (not isinstance(results, dict) or not isinstance(cells, dict) or not isinstance(results.get("config", {}), dict)
+            or not all(isinstance(c, dict) and "top1" in c for c in cells.values())):
+        raise DataError(f"{rpath} is not a dsg_viz compare results file; {fix}")
+    return results
+
+
+def _kept(cells: dict, rpath: Path) -> str:
+    n = len(cells)
+    return f"{n} finished cell{'s' if n != 1 else ''} kept in {rpath}"
 
 
 def aggregate(results: dict, cfg: CompareConfig) -> dict:

@@ -140,15 +140,17 @@ def load_split(split: str = "test", data_root: str | os.PathLike | None = None, 
         cfile = cache_dir() / f"cifar10-jpeg-{split}-{key}.pt"
         if cache and cfile.is_file():
             try:
-                d = torch.load(cfile, weights_only=True)
+                from ._io import load
+
+                d = load(cfile, "decoded-split cache")
                 return Split(d["images"], d["labels"])
             except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt
                 cfile.unlink(missing_ok=True)
         out = _decode_imagefolder(jpeg)
         if cache:
-            tmp = cfile.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"images": out.images, "labels": out.labels}, tmp)
-            os.replace(tmp, cfile)
+            from ._io import save
+
+            save({"images": out.images, "labels": out.labels}, cfile)
         return out
     if batches.is_dir():
         from torchvision.datasets import CIFAR10

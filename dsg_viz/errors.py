@@ -26,3 +26,9 @@ class ModelError(DsgVizError):
 
 class ConfigError(DsgVizError):
     """An option value is out of range or inconsistent."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run; the message says where and what was kept. The CLI prints
+    ``interrupted: <message>`` and exits with code 130. A ``KeyboardInterrupt``, so code that catches those still
+    does."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
+from . import _faults
+from ._modes import eval_mode
 from .data import Split, normalize
 
 
@@ -25,8 +29,8 @@ def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: in
     from .distributed import context, shard_range, sum_counts
 
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    modes = contextlib.ExitStack()
+    modes.enter_context(eval_mode(model))  # each module's training flag restored in `finally`
     correct1 = correct5 = 0
     n = len(split)
     ctx = context()
@@ -38,6 +42,7 @@ def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: in
         starts = tqdm(starts, desc="evaluate", leave=False)
     try:
         for s in starts:
+            _faults.hit("evaluate")
             e = min(s + batch_size, mine.stop)
             x = normalize(split.images[s:e], mean, std).to(device)
             if channels_last:
@@ -50,6 +55,6 @@ def evaluate(model: nn.Module, split: Split, mean=None, std=None, batch_size: in
             correct1 += hit[:, 0].sum().item()
             correct5 += hit.any(1).sum().item()
     finally:
-        model.train(was_training)
+        modes.close()
     correct1, correct5 = sum_counts([correct1, correct5], ctx)  # exact: integer counts summed over ranks
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "n": n}

@@ -25,25 +25,23 @@ CHECKPOINT_SHA256 = {
 
 def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, timeout: float = 60.0) -> Path:
     """Download ``url`` (http(s):// or file://) to ``dest`` atomically; verify ``sha256`` when given."""
+    from . import _io
+
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20):
-                h.update(chunk)
-                f.write(chunk)
-        if sha256 is not None and h.hexdigest() != sha256:
-            raise DataError(f"download of {url} has SHA-256 {h.hexdigest()[:12]}..., expected {sha256[:12]}...; "
-                            "the file was discarded, retry or check the URL")
-        os.replace(tmp, dest)
+        with _io.atomic_path(dest) as tmp:
+            with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+            if sha256 is not None and h.hexdigest() != sha256:
+                raise DataError(f"download of {url} has SHA-256 {h.hexdigest()[:12]}..., expected {sha256[:12]}...; "
+                                "the file was discarded, retry or check the URL")
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001
         raise DataError(f"cannot download {url} ({type(e).__name__}: {e}); check your network or the URL") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -88,9 +86,9 @@ def fetch_imagenet_weights(data_root: str | os.PathLike, names: list[str], progr
         except Exception as e:  # noqa: BLE001
             raise DataError(f"cannot download {name} weights from {weights.url} ({type(e).__name__}: {e}); check "
                             "your network, or download the file yourself and pass --weights PATH") from None
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-        torch.save(sd, tmp)
-        os.replace(tmp, dest)
+        from ._io import save
+
+        save(sd, dest)
         Path(dest_dir / Path(weights.url).name).unlink(missing_ok=True)  # torchvision's copy, now saved as dest
         out.append(str(dest))
     return out

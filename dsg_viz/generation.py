@@ -29,8 +29,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from . import _faults, _io
+from ._modes import eval_mode
 from .bn import bn_targets, capture_bn, stats_copy
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, DsgVizError
 from .margins import compute_margins, load_margins
 from .objectives import (BNAlignment, CorrelationInhibition, CrossEntropy, ImageL2, InputStats,
                          LayerwiseEnhancement, Margins, Objective, SlackBNAlignment, StepContext, TotalVariation)
@@ -41,6 +43,7 @@ SCI_ON = ("pixels", "logits")
 MARGIN_SOURCES = ("per_sample", "batch")
 MARGIN_AXES = ("layer", "channel")
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_LR = 10.0  # generation learning rates above this diverge at once (the presets use 0.5 and 0.9)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,18 @@ class GenerationConfig:
                 raise ConfigError(f"{name} must be an integer (got {v!r})")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool):
             raise ConfigError(f"lr must be a number (got {self.lr!r})")
+        for name in ("lr", "min_lr", "bn_weight", "lse_weight", "input_weight", "ce_weight", "tv_weight", "l2_weight",
+                     "sci_weight"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0 (got {v!r})")
+        if self.lr > MAX_LR:
+            raise ConfigError(f"lr {self.lr:g} is out of range (0, {MAX_LR:g}]: images are optimized in the model's "
+                              "input space, where the presets use 0.5-0.9")
+        for name in ("plateau_patience", "lse_limit"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ConfigError(f"{name} must be None or an integer >= 0 (got {v!r})")
         if self.num_samples < 1 or self.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1 (got {self.num_samples}, {self.batch_size})")
         if self.steps < 0:
@@ -142,6 +157,8 @@ class GenerationConfig:
         m = self.margins
         if not isinstance(m, MarginConfig):
             raise ConfigError(f"margins must be a MarginConfig (got {type(m).__name__})")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (m.quantile, m.scale)):
+            raise ConfigError(f"margin quantile and scale must be finite numbers (got {m.quantile!r}, {m.scale!r})")
         if not 0.0 < m.quantile <= 1.0:
             raise ConfigError(f"margin quantile must be in (0, 1] (got {m.quantile}); the paper uses 0.9")
         if m.source not in MARGIN_SOURCES or m.axis not in MARGIN_AXES:
@@ -286,7 +303,10 @@ class SampleSet:
         config: ``asdict`` of the :class:`GenerationConfig` (empty for ``real``).
         margins: ``Margins.to_dict()`` or ``None``.
         history: ``{term: [[value per step] per batch]}``, including ``"total"``.
-        seed, model, checkpoint_sha256, version, interrupted, seconds: provenance.
+        seed, model, checkpoint_sha256, version, interrupted, seconds: provenance. ``interrupted=True`` marks a
+            partial set (Ctrl-C during :func:`generate`): :meth:`load` refuses it unless ``allow_partial=True``.
+        threads: ``torch.get_num_threads()`` when the set was made (images differ between thread counts; see
+            :func:`generate`).
         snapshots: optional list of ``(batch, step, images)`` captured during optimization.
         precision: how the network ran: ``{"requested": cfg.precision, "resolved": "fp32"|"bf16", "reason": ...,
             "device": ...}`` (:func:`resolve_precision`); empty for ``real`` and for sets saved before it existed.
@@ -306,6 +326,7 @@ class SampleSet:
     seconds: float = 0.0
     snapshots: list = field(default_factory=list)
     precision: dict = field(default_factory=dict)
+    threads: int = 0
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -318,30 +339,28 @@ class SampleSet:
         return d
 
     def save(self, path: str | os.PathLike, grid: bool = True, mean=None, std=None) -> Path:
-        """Write the set to ``path`` (``torch.save``, atomically) and, if ``grid``, a PNG grid beside it."""
+        """Write the set to ``path`` (``torch.save``, atomically) and, if ``grid``, a PNG grid beside it.
+
+        Under ``torchrun`` every rank holds the same set and only rank 0 writes (the others return ``path``)."""
+        from .distributed import context
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            torch.save(self.to_dict(), tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        if not context().is_main:
+            return path
+        _io.save(self.to_dict(), path)
         if grid and mean is not None:
             save_grid(self.images, path.with_suffix(".png"), mean, std)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SampleSet":
-        """Read a set written by :meth:`save`; a missing, corrupt or foreign file gives a clear :class:`DataError`."""
+    def load(cls, path: str | os.PathLike, allow_partial: bool = False) -> "SampleSet":
+        """Read a set written by :meth:`save` (``torch.load(weights_only=True)``: a file holding anything but tensors
+        and plain containers is refused, since loading it could run code). A missing, corrupt or foreign file gives
+        a clear :class:`DataError`; so does a partial set (interrupted generation) unless ``allow_partial``."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"sample file {str(path)!r} does not exist; create it with 'dsg-viz generate'")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"sample file {str(path)!r} is not a readable PyTorch file ({type(e).__name__}); "
-                            "regenerate it with 'dsg-viz generate'") from None
+        d = _io.load(path, "sample file", "regenerate it with 'dsg-viz generate'")
         if not isinstance(d, dict) or "images" not in d or "labels" not in d:
             raise DataError(f"sample file {str(path)!r} is not a dsg_viz sample set (needs keys 'images' and "
                             "'labels'); regenerate it with 'dsg-viz generate'")
@@ -353,9 +372,57 @@ class SampleSet:
             raise DataError(f"sample file {str(path)!r}: 'labels' must be a tensor of {imgs.shape[0]} labels")
         if not torch.isfinite(imgs).all():
             raise DataError(f"sample file {str(path)!r} holds non-finite pixels; regenerate it")
+        if d.get("interrupted") and not allow_partial:
+            n = (d.get("config") or {}).get("num_samples", "?")
+            raise DataError(f"sample file {str(path)!r} is a partial set (generation was interrupted: "
+                            f"{imgs.shape[0]} of {n} samples, the last batch unfinished); regenerate it, or load it with "
+                            "SampleSet.load(path, allow_partial=True) to inspect it")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         known.setdefault("method", "unknown")
         return cls(**known)
+
+    def check_fit(self, model: nn.Module, allow_mismatch: bool = False, name: str | None = None) -> None:
+        """Check that the set was made for ``model``: the input shape always; for optimized sets also the model
+        name and the checkpoint SHA-256 (when both are known); ``real`` and ``gaussian`` sets only need the same
+        input normalization. A mismatch raises :class:`DataError`, or with ``allow_mismatch`` (a deliberate
+        cross-model study) warns with :class:`SampleMismatchWarning`; a wrong input shape always raises."""
+        spec = model.spec
+        what = f"sample set {name!r}" if name else f"{self.method} sample set"
+        if tuple(self.images.shape[1:]) != tuple(spec.input_size):
+            raise DataError(f"{what} holds {tuple(self.images.shape[1:])} images but {spec.name} takes "
+                            f"{tuple(spec.input_size)}; use samples made for this model")
+        problems = []
+        if self.model and self.model != spec.name:
+            if self.method in ("real", "gaussian"):
+                from .models import get_spec
+
+                try:
+                    other = get_spec(self.model)
+                    same_input = (tuple(other.mean), tuple(other.std)) == (tuple(spec.mean), tuple(spec.std))
+                except Exception:  # noqa: BLE001 - an unknown model name
+                    same_input = False
+                if not same_input:
+                    problems.append(f"it was drawn for {self.model} (another input normalization) and this model is "
+                                    f"{spec.name}")
+            else:
+                problems.append(f"it was made for {self.model} and this model is {spec.name}")
+        sha = getattr(model, "checkpoint_sha256", None)
+        if (not problems and self.method not in ("real", "gaussian") and self.checkpoint_sha256 and sha
+                and self.checkpoint_sha256 != sha):
+            problems.append(f"it was made with checkpoint sha256 {self.checkpoint_sha256[:12]}… and this model's is "
+                            f"{sha[:12]}…")
+        if not problems:
+            return
+        msg = f"{what}: {'; '.join(problems)}"
+        if allow_mismatch:
+            warnings.warn(msg + " (allowed: --allow-mismatch)", SampleMismatchWarning, stacklevel=2)
+            return
+        raise DataError(msg + "; use samples made for this model and checkpoint, or pass --allow-mismatch "
+                        "(allow_mismatch=True) for a deliberate cross-model study")
+
+
+class SampleMismatchWarning(UserWarning):
+    """A sample set is used with a model it was not made for (allowed explicitly)."""
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, mean, std, nrow: int = 16, max_images: int = 128):
@@ -365,10 +432,8 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, mean, std, nrow: in
     from .data import denormalize
 
     x = denormalize(images[:max_images].detach().float().cpu(), mean, std)
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.png")
-    save_image(x, tmp, nrow=nrow, padding=1)
-    os.replace(tmp, path)
+    with _io.atomic_path(path) as tmp:
+        save_image(x, tmp, nrow=nrow, padding=1)
 
 
 def _init_images(cfg: GenerationConfig, shape, g: torch.Generator) -> torch.Tensor:
@@ -379,40 +444,43 @@ def _init_images(cfg: GenerationConfig, shape, g: torch.Generator) -> torch.Tens
     return (torch.randint(0, 256, shape, generator=g).float() - 127.5) / 5418.75
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
-
-
-class GenerationError(RuntimeError):
-    """Raised when the loss becomes NaN/Inf; names the step and the term."""
+class GenerationError(DsgVizError, RuntimeError):
+    """Raised when the loss becomes NaN/Inf; names the batch, the step and the term(s)."""
 
 
 def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Margins | None = None,
              progress: bool = True, snapshot_every: int | None = None, checkpoint_sha256: str | None = None,
-             callback=None) -> SampleSet:
+             callback=None, batches: list[int] | None = None) -> SampleSet:
     """Generate ``cfg.num_samples`` images for ``model`` by optimizing pixels, batch by batch.
 
     Args:
         model: a BN network built by :func:`dsg_viz.create_model` (its ``spec`` gives the input shape). It is
             not modified: weights get no gradients and its train/eval flag is restored.
         cfg: the generation config (see :data:`PRESETS`).
-        seed: batch ``b`` uses ``seed * 1_000_003 + b``; same seed → bitwise-identical images on CPU.
+        seed: batch ``b`` uses ``seed * 1_000_003 + b``; same seed and same thread count
+            (``torch.get_num_threads()``, recorded in the set) → bitwise-identical images on CPU. Different thread
+            counts change the order of floating-point reductions, so the images differ (a mean absolute
+            difference of 0.21 in the model's input space was measured between two thread counts); so do other
+            devices.
         margins: SDA margins; computed from the model (``cfg.margins``) when ``None`` and ``cfg.sda``.
         snapshot_every: keep a copy of the first 16 images of each batch every this many steps.
         callback: ``callback(batch, step, values)`` called after each step (e.g. a live plot).
+        batches: optimize only these batch indices (in this order); ``None`` = all. Under ``torchrun`` with
+            several ranks (:mod:`dsg_viz.distributed`) and ``batches=None`` the batches are spread over the
+            ranks and every rank returns the whole set — the same images as one process.
 
     Returns a :class:`SampleSet`. A ``KeyboardInterrupt`` returns the batches finished so far plus the current
-    batch as it stands (``interrupted=True``). A NaN/Inf loss raises :class:`GenerationError`.
+    batch as it stands, marked ``interrupted=True`` (a partial set: the cache never stores it, ``compare`` never
+    calibrates on it, :meth:`SampleSet.load` refuses it by default). A NaN/Inf loss raises
+    :class:`GenerationError` naming the batch, step and term(s).
     """
     from . import __version__
+    from .distributed import context, generate_sharded
 
     cfg.validate()
+    if batches is None and context().enabled:
+        return generate_sharded(model, cfg, seed, margins=margins, progress=progress, snapshot_every=snapshot_every,
+                                checkpoint_sha256=checkpoint_sha256, callback=callback)
     spec = model.spec
     device = next(model.parameters()).device
     targets = bn_targets(model)
@@ -431,11 +499,12 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
     interrupted = False
     t0 = time.perf_counter()
     nb = math.ceil(cfg.num_samples / cfg.batch_size)
+    todo = list(range(nb)) if batches is None else list(batches)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=nb * max(cfg.steps, 1), desc=f"generate {cfg.method}", leave=False)
+        bar = tqdm(total=len(todo) * max(cfg.steps, 1), desc=f"generate {cfg.method}", leave=False)
     prec, prec_reason = resolve_precision(cfg, device)
     # bf16: the network under autocast; statistics (StatsBatchNorm2d / per_sample_stats) and losses stay fp32
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
@@ -449,8 +518,8 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
             p.requires_grad_(False)
     forward = torch.compile(net) if fused and cfg.compile else net  # statistics: module attributes, kept by dynamo
     try:
-        with _eval_mode(net):
-            for b in range(nb):
+        with eval_mode(net):
+            for b in todo:
                 n = min(cfg.batch_size, cfg.num_samples - b * cfg.batch_size)
                 g = torch.Generator().manual_seed(seed * 1_000_003 + b)
                 x = _init_images(cfg, (n, *spec.input_size), g).to(device)
@@ -486,12 +555,17 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
                             stats = [m.stats for m in stat_layers] if fused else cap.stats
                             ctx = StepContext(x, logits.float(), y, stats, targets, noise=g)
                             loss, values = objective(ctx)
+                            if _faults.hit("generate") == "nan":  # the reliability suite's NaN injection
+                                values = dict(values)
+                                k = next(iter(values))
+                                values[k], loss = values[k] * math.nan, loss * math.nan
                             lv = loss.item()
                             if not math.isfinite(lv):
                                 bad = [k for k, v in values.items() if not torch.isfinite(v).all()]
                                 raise GenerationError(
                                     f"loss became {lv} at batch {b}, step {step} (term(s): {', '.join(bad) or 'total'}"
-                                    "); lower the learning rate or the offending term's weight")
+                                    "); lower the learning rate or that term's weight, or check the model's BN "
+                                    "statistics")
                             (grad,) = torch.autograd.grad(loss, x)
                             x.grad = grad
                             opt.step()
@@ -522,13 +596,15 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
         if bar is not None:
             bar.close()
     if not images:
-        raise KeyboardInterrupt("generation interrupted before any batch existed")
+        if todo:
+            raise KeyboardInterrupt("generation interrupted before any batch existed")
+        images, labels = [torch.empty(0, *spec.input_size)], [torch.empty(0, dtype=torch.int64)]  # a rank with no batch
     return SampleSet(
         images=torch.cat(images).float(), labels=torch.cat(labels), method=cfg.method, config=asdict(cfg),
         margins=margins.to_dict() if margins is not None else None, history=history, seed=seed, model=spec.name,
         checkpoint_sha256=checkpoint_sha256, version=__version__, interrupted=interrupted,
         precision={"requested": cfg.precision, "resolved": prec, "reason": prec_reason, "device": str(device)},
-        seconds=time.perf_counter() - t0, snapshots=snapshots)
+        seconds=time.perf_counter() - t0, snapshots=snapshots, threads=torch.get_num_threads())
 
 
 def real_samples(model_name: str, n: int, seed: int = 0, data_root: str | None = None) -> SampleSet:
@@ -541,7 +617,7 @@ def real_samples(model_name: str, n: int, seed: int = 0, data_root: str | None =
     spec = get_spec(model_name)
     split = sample_real(spec, n, seed, data_root)
     return SampleSet(images=normalize(split.images, spec.mean, spec.std), labels=split.labels, method="real",
-                     seed=seed, model=model_name, version=__version__)
+                     seed=seed, model=model_name, version=__version__, threads=torch.get_num_threads())
 
 
 def make_samples(model: nn.Module, method: str, num_samples: int, seed: int = 0, data_root: str | None = None,

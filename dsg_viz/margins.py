@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import _io
+from ._modes import eval_mode
 from .bn import STAT_EPS, bn_targets, capture_bn, per_sample_stats
 from .errors import ConfigError, DataError
 from .objectives import Margins
@@ -60,13 +62,8 @@ def margins_from_inputs(model: nn.Module, x: torch.Tensor, quantile: float = 0.9
 def bn_inputs_eval(model, x):
     """Return the detached inputs of every BN layer (list of [N, C_l, H_l, W_l]) for ``x`` in eval mode; the
     model's training flag is restored and no hook outlives the call."""
-    was = model.training
-    model.eval()
-    try:
-        with capture_bn(model, keep="inputs", detach=True) as cap:
-            model(x)
-    finally:
-        model.train(was)
+    with eval_mode(model), capture_bn(model, keep="inputs", detach=True) as cap:
+        model(x)
     return cap.inputs
 
 
@@ -90,21 +87,25 @@ def load_margins(path: str | Path, model: nn.Module, scale: float = 1.0) -> Marg
     Accepts a ``.pt`` dict ``{"delta": [...], "gamma": [...]}`` (e.g. saved by dsg_viz), an ``.npz`` with
     arrays ``m`` and ``n``, or a folder with the official ``m.npy`` / ``n.npy`` (one entry per BN layer, a scalar
     or a length-C_l array; the sign is ignored as in the official PTQ code).
+
+    Nothing is unpickled beyond tensors and NumPy arrays (``torch.load(weights_only=True)``, a NumPy-only unpickler
+    for ragged ``.npy`` object arrays): a file holding anything else is refused, since loading it could run code.
     """
     path = Path(path)
     targets = bn_targets(model)
     if path.is_dir():
         if not (path / "m.npy").is_file() or not (path / "n.npy").is_file():
             raise DataError(f"margins folder {path} needs m.npy and n.npy (the official DSG format)")
-        m = np.load(path / "m.npy", allow_pickle=True)
-        n = np.load(path / "n.npy", allow_pickle=True)
+        m = _io.load_npy(path / "m.npy", "margins file")
+        n = _io.load_npy(path / "n.npy", "margins file")
     elif path.suffix == ".npz":
-        d = np.load(path, allow_pickle=True)
+        d = _io.load_npz(path, "margins file")
         if "m" not in d or "n" not in d:
             raise DataError(f"margins file {path} needs arrays 'm' and 'n'")
         m, n = d["m"], d["n"]
     elif path.is_file():
-        d = torch.load(path, map_location="cpu", weights_only=False)
+        d = _io.load(path, "margins file",
+                     "pass a .pt dict with 'delta' and 'gamma', a .npz, or a folder with m.npy/n.npy")
         if isinstance(d, dict) and "margins" in d and isinstance(d["margins"], dict):
             d = d["margins"]  # a saved sample set
         if not isinstance(d, dict) or "delta" not in d or "gamma" not in d:
@@ -112,12 +113,22 @@ def load_margins(path: str | Path, model: nn.Module, scale: float = 1.0) -> Marg
         m, n = d["delta"], d["gamma"]
     else:
         raise DataError(f"margins file {path} does not exist; pass a .pt, .npz, or a folder with m.npy/n.npy")
+    try:
+        m, n = list(m), list(n)
+    except TypeError:
+        raise DataError(f"margins file {path}: 'delta'/'gamma' (m/n) must be one entry per BN layer") from None
     if len(m) != len(targets) or len(n) != len(targets):
         raise DataError(f"margins file {path} has {len(m)}/{len(n)} layers but the model has {len(targets)} BN layers")
     delta, gamma = [], []
     for mi, ni, t in zip(m, n, targets.mean):
-        di = torch.as_tensor(np.asarray(mi, dtype=np.float32)).abs().flatten()
-        gi = torch.as_tensor(np.asarray(ni, dtype=np.float32)).abs().flatten()
+        try:
+            di = torch.as_tensor(np.asarray(mi, dtype=np.float32)).abs().flatten()
+            gi = torch.as_tensor(np.asarray(ni, dtype=np.float32)).abs().flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise DataError(f"margins file {path}: each layer's margin must be a number or an array of "
+                            "numbers") from None
+        if not (torch.isfinite(di).all() and torch.isfinite(gi).all()):
+            raise DataError(f"margins file {path} holds non-finite values")
         for v in (di, gi):
             if v.numel() not in (1, t.numel()):
                 raise DataError(f"margins file {path}: a layer has {v.numel()} values for {t.numel()} channels")

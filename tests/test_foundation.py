@@ -4,6 +4,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,7 +97,8 @@ def test_bn_targets_read_running_stats(tiny):
 
 def test_data_root_rule(monkeypatch, tmp_path):
     monkeypatch.setenv("DSG_VIZ_DATA_ROOT", str(tmp_path))
-    assert resolve_data_root("flag") == resolve_data_root("flag") and str(resolve_data_root("flag")) == "flag"
+    assert resolve_data_root("flag") == Path("flag")  # the flag beats the environment variable
+    assert resolve_data_root("~/x") == Path.home() / "x"
     assert resolve_data_root(None) == tmp_path
     monkeypatch.delenv("DSG_VIZ_DATA_ROOT")
     assert str(resolve_data_root(None)) == "data"

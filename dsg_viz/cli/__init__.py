@@ -2,8 +2,10 @@
 
 Each command lives in a module of this package (``core``, ``compare``, ``diagnose``, ``margins``, ``qat``) that
 turns parsed options into a typed config and calls the library; library modules never see an argparse namespace.
-Expected errors (bad paths, wrong checkpoint, unknown names, out-of-range options) print one line
-``error: ...`` and exit with code 2. ``--json`` prints one JSON object on stdout as the last line.
+Expected errors (bad paths, wrong checkpoint, unknown names, out-of-range or non-finite numbers, unwritable outputs,
+unsafe or foreign files, NaN/Inf during optimization) print one line ``error: ...`` and exit with code 2; output
+paths are checked before any work. Ctrl-C prints ``interrupted: ...`` (where, and what was kept) and exits with
+code 130. ``--json`` prints one JSON object on stdout as the last line. ``docs/reliability.md`` lists the cases.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the ``dsg-viz`` parser with every command registered."""
     import importlib
 
-    p = argparse.ArgumentParser(prog="dsg-viz", description=__doc__.split("\n")[0])
+    from ._common import Parser
+
+    p = Parser(prog="dsg-viz", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
@@ -35,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dsg-viz`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad option (one line, code 2) or --help (code 0): returned like every other code
+        return e.code if isinstance(e.code, int) else 2
     if getattr(args, "threads", None):
         import torch
 
@@ -57,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except DsgVizError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C; Interrupted says where and what was kept
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
     finally:
         from .. import distributed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from ..errors import ConfigError
 
@@ -25,9 +26,65 @@ def add_common(p: argparse.ArgumentParser, model_default: str | None = "resnet20
                    help="the model's dataset (default: the model's own; a different one is an error). imagenet reads "
                         "<data-root>/val/<wnid>/*.JPEG (or <data-root>/datasets/imagenet/val)")
     p.add_argument("--data-root", default=None, help="data root (default: $DSG_VIZ_DATA_ROOT, else ./data)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    add_threads(p)
     add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=integer(1), default=None,
+                   help="torch intra-op threads (default: all cores). Results are bitwise reproducible for the same "
+                        "seed and thread count; other thread counts give slightly different numbers")
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors are one line, ``error: ...`` (exit code 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def integer(lo: int | None = None, hi: int | None = None, note: str = ""):
+    """Return an argparse ``type`` that accepts an integer in ``[lo, hi]`` (``None``: unbounded)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {_range(lo, hi)} (got {v}){note}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, note: str = ""):
+    """Return an argparse ``type`` that accepts a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``);
+    ``nan`` and ``inf`` are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number (got {text!r})")
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {_range(lo, hi, lo_open)} (got {v:g}){note}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _range(lo, hi, lo_open: bool = False) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if lo is None:
+        return f"<= {hi:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
@@ -107,6 +164,15 @@ def emit(args, obj: dict, human: str) -> None:
 def parse_list(s: str) -> tuple[str, ...]:
     """``"a, b,,c"`` → ``("a", "b", "c")``."""
     return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def require_complete(samples, what: str, written: str = "nothing was written") -> None:
+    """Raise :class:`~dsg_viz.errors.Interrupted` when ``samples`` is a partial set (Ctrl-C during generation)."""
+    if getattr(samples, "interrupted", False):
+        from ..errors import Interrupted
+
+        raise Interrupted(f"generation of {what} stopped after {len(samples)} samples; the partial set is not used "
+                          f"and {written}")
 
 
 def resolve_method_arg(name: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from ._common import (add_common, add_device, check_dataset, checkpoint_arg, parse_list, resolve_device,
-                      resolve_method_arg)
+from ._common import (add_common, add_device, add_threads, check_dataset, checkpoint_arg, integer, number, parse_list,
+                      resolve_device, resolve_method_arg)
 
 
 def cmd_compare(args, demo: bool = False) -> None:
@@ -57,10 +57,10 @@ def register(sub) -> None:
                         "BN loss + CE and priors, DSG's base), zeroq+ce+sda/+lse/+sci, dsg (the paper), dsg-tuned "
                         "(margin scale 0.3), dsg-official (the released code), real")
     q.add_argument("--bits", default="W4A4,W6A6,W8A8", help="comma-separated bit widths, e.g. W4A4,W6A6")
-    q.add_argument("--seeds", type=int, default=3)
-    q.add_argument("--num-samples", type=int, default=256)
-    q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's, 500)")
-    q.add_argument("--batch-size", type=int, default=None)
+    q.add_argument("--seeds", type=integer(1), default=3)
+    q.add_argument("--num-samples", type=integer(1), default=256)
+    q.add_argument("--steps", type=integer(0), default=None, help="generation steps (default: each preset's, 500)")
+    q.add_argument("--batch-size", type=integer(1), default=None)
     q.add_argument("--calibration", default="ema", choices=["ema", "minmax", "percentile", "mse"])
     q.add_argument("--weight-range", default="minmax", choices=["minmax", "mse"])
     q.add_argument("--convention", default="zeroq", choices=["zeroq", "brecq"],
@@ -68,25 +68,28 @@ def register(sub) -> None:
     q.add_argument("--method", default="calib",
                    help="comma-separated: calib, adaround, brecq (reconstruction), qat (generator + distillation, "
                         "rows zeroq+ce→gdfq, dsg/dsg-tuned→dsg and dsg-official generators, CPU schedule)")
-    q.add_argument("--margin-scale", type=float, default=None,
+    q.add_argument("--margin-scale", type=number(0), default=None,
                    help="scale of the SDA margins of every SDA source (default: each preset's: dsg 1, dsg-tuned 0.3)")
     q.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                    help="generation precision (default: the presets' auto = bf16 where the device has native bf16, "
                         "AMX/AVX512-BF16 CPU or CUDA, else fp32; statistics and losses stay fp32)")
     q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
-    q.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed test subset (smoke runs)")
-    q.add_argument("--recon-iters", type=int, default=None,
+    q.add_argument("--eval-limit", type=integer(1), default=None,
+                   help="evaluate on a fixed subset of this many test images (smoke runs; default: all)")
+    q.add_argument("--recon-iters", type=integer(0), default=None,
                    help="adaround/brecq optimization steps per unit (default 200, CPU-sized; the papers use 20,000)")
     q.add_argument("--eval-split", default="test", choices=["test", "val"],
                    help="test: report (ImageNet: the val/ folder); val: held-out train images, for tuning any "
                         "setting (CIFAR-10: 5,000; ImageNet: the last 10 per class of train/)")
-    q.add_argument("--out", required=True)
+    q.add_argument("--out", required=True,
+                   help="run folder (checked before any work); finished cells are kept in OUT/results.json, so Ctrl-C "
+                        "(exit code 130) and a rerun of the same command resume")
     q.set_defaults(func=cmd_compare)
 
     q = sub.add_parser("demo", help="compare with the embedded default (JPEG ResNet-20, W4A4/W6A6, ~5 min)")
     q.add_argument("--checkpoint", default=None)
     q.add_argument("--data-root", default=None)
-    q.add_argument("--threads", type=int, default=None)
+    add_threads(q)
     add_device(q)
     q.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"])
     q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")

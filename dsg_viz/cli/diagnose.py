@@ -6,20 +6,24 @@ import json
 import time
 from pathlib import Path
 
-from ._common import add_common, load_model, resolve_method_arg
+from ._common import add_common, integer, load_model, number, require_complete, resolve_method_arg
 
 
 def cmd_diagnose(args) -> None:
     from ..diagnostics import metrics as M
     from ..diagnostics.report import diagnose
+    from .. import _io
     from ..generation import NOT_GIVEN, SampleSet, make_samples, preset
 
-    model, _, sha = load_model(args)
+    _io.check_output_dir(args.out, "--out")  # before any work
     sets = {}
-    for f in args.samples or []:
+    for f in args.samples or []:  # read (and checked) before the model is built
         s = SampleSet.load(f)
         key = s.method if s.method not in sets else Path(f).stem
         sets[key] = s
+    model, _, sha = load_model(args)
+    for key, s in sets.items():
+        s.check_fit(model, allow_mismatch=args.allow_mismatch, name=key)
     if args.real:
         sets["real"] = make_samples(model, "real", args.real, seed=args.seed, data_root=args.data_root,
                                     progress=False)
@@ -32,6 +36,7 @@ def cmd_diagnose(args) -> None:
             "batch_size": NOT_GIVEN if args.batch_size is None else args.batch_size}
         sets[src] = make_samples(model, src, args.num_samples, seed=args.seed, data_root=args.data_root,
                                  progress=not args.json, checkpoint_sha256=sha, **overrides)
+        require_complete(sets[src], f"the {src} samples", f"nothing was written to {args.out}")
     layer = args.layer
     if layer is not None and layer.lstrip("-").isdigit():
         layer = int(layer)
@@ -40,7 +45,8 @@ def cmd_diagnose(args) -> None:
 
     res = diagnose(model, sets, args.out, layer=layer, channel=args.channel, tsne_points=args.tsne_points,
                    perplexity=args.perplexity, seed=args.seed, progress=not args.json,
-                   batch_size=forward_batch_size(model.spec, args.batch_size, 256), max_values=args.max_values)
+                   batch_size=forward_batch_size(model.spec, args.batch_size, 256), max_values=args.max_values,
+                   allow_mismatch=args.allow_mismatch)
     if args.json:
         print(json.dumps({"out": str(args.out), "scores": res["scores"], "files": res["files"],
                           "seconds": round(time.perf_counter() - t0, 1)}))
@@ -53,23 +59,29 @@ def register(sub) -> None:
     """Add ``diagnose`` to the ``dsg-viz`` subparsers."""
     q = sub.add_parser("diagnose", help="homogenization diagnostics of sample sets (figures, scores, report.html)")
     add_common(q)
-    q.add_argument("--samples", nargs="*", default=None, help="saved sample sets (.pt from 'dsg-viz generate')")
+    q.add_argument("--samples", nargs="*", default=None,
+                   help="saved sample sets (.pt from 'dsg-viz generate'); each must have been made for --model and "
+                        "its checkpoint (see --allow-mismatch)")
+    q.add_argument("--allow-mismatch", action="store_true",
+                   help="use sample sets made for another model or checkpoint, with a warning (a deliberate "
+                        "cross-model study); a different input size is always an error")
     q.add_argument("--sources", default="real,gaussian,zeroq,dsg",
                    help="comma-separated sources to generate (presets or real); '' for saved sets only")
-    q.add_argument("--num-samples", type=int, default=256)
-    q.add_argument("--real", type=int, default=None, metavar="N",
+    q.add_argument("--num-samples", type=integer(2), default=256)
+    q.add_argument("--real", type=integer(2), default=None, metavar="N",
                    help="add N real train images (validation subset excluded) as the reference source")
-    q.add_argument("--steps", type=int, default=None, help="generation steps (default: each preset's)")
-    q.add_argument("--batch-size", type=int, default=None,
+    q.add_argument("--steps", type=integer(0), default=None, help="generation steps (default: each preset's)")
+    q.add_argument("--batch-size", type=integer(1), default=None,
                    help="generation batch (default: each preset's); for ImageNet-size models also the images per "
                         "forward pass of the feature collection (default 32)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=integer(0), default=0)
     q.add_argument("--layer", default=None, help="BN layer (index or dotted name) of histogram and scatter")
-    q.add_argument("--channel", type=int, default=0)
-    q.add_argument("--tsne-points", type=int, default=2000)
-    q.add_argument("--max-values", type=int, default=20_000,
+    q.add_argument("--channel", type=integer(0), default=0)
+    q.add_argument("--tsne-points", type=integer(2), default=2000)
+    q.add_argument("--max-values", type=integer(1), default=20_000,
                    help="pooled BN-input values kept per layer and channel for W1/KL and histograms (a seeded "
                         "subsample; wide layers keep at most 2^21 values in all)")
-    q.add_argument("--perplexity", type=float, default=30.0)
-    q.add_argument("--out", required=True)
+    q.add_argument("--perplexity", type=number(0, lo_open=True), default=30.0,
+                   help="t-SNE perplexity, > 0 (default 30; clipped below a third of the points)")
+    q.add_argument("--out", required=True, help="report folder (checked before any work)")
     q.set_defaults(func=cmd_diagnose)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from ._common import add_common, load_model
+from ._common import add_common, integer, load_model, number
 
 
 def register(sub) -> None:
     q = sub.add_parser("margins", help="SDA margin sanity check: noise margins vs real validation-image spread")
     add_common(q)
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--quantile", type=float, default=0.9)
+    q.add_argument("--batch-size", type=integer(2), default=64)
+    q.add_argument("--quantile", type=number(0, 1, lo_open=True), default=0.9, help="ε in (0, 1] (paper 0.9)")
     q.add_argument("--source", default="per_sample", choices=["per_sample", "batch"])
     q.add_argument("--axis", default="layer", choices=["layer", "channel"])
-    q.add_argument("--real", type=int, default=512, help="number of validation images for the reference")
+    q.add_argument("--real", type=integer(2), default=512, help="number of validation images for the reference")
     q.set_defaults(func=cmd_margins)
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ._common import add_common, emit, load_model
+from ._common import add_common, emit, integer, load_model, number
 
 
 def cmd_qat(args) -> None:
     from ..qat import (CHECKPOINT, export_generator_samples, load_generator, qat_preset, qat_splits,
                        train_qat)
 
+    from .. import _io
+
+    _io.check_output_dir(args.out, "--out")  # before any work
     model, ckpt, sha = load_model(args)
     preset = args.preset or ("cifar" if model.spec.dataset == "cifar10" else "paper")
     cfg = qat_preset(preset, generator=args.generator, bits=args.bits, epochs=args.epochs, iters=args.iters,
@@ -21,7 +24,15 @@ def cmd_qat(args) -> None:
     if args.val_limit is not None:
         cfg = replace(cfg, val_limit=None if args.val_limit == 0 else args.val_limit)
     if args.milestones is not None:
-        cfg = replace(cfg, milestones=tuple(int(m) for m in args.milestones.split(",") if m.strip()))
+        try:
+            ms = tuple(int(m) for m in args.milestones.split(",") if m.strip())
+        except ValueError:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--milestones {args.milestones!r}: write comma-separated epochs, e.g. "
+                              "100,200,300") from None
+        cfg = replace(cfg, milestones=ms)
+        cfg.validate()
     val = test = None
     if model.spec.dataset == "cifar10":
         val, test = qat_splits(args.data_root, cfg.val_limit, 0)
@@ -47,6 +58,11 @@ def cmd_qat(args) -> None:
                          f"  top-5 {c['test']['top5']:.2f}")
     if "fp" in r:
         lines.append(f"  FP test top-1 {r['fp']['test']['top1']:.2f}")
+    if r.get("interrupted"):  # Ctrl-C: the finished epochs are checkpointed; exit code 130
+        from ..errors import Interrupted
+
+        raise Interrupted(f"stopped after {r['epochs_done']}/{cfg.epochs} finished epoch(s), kept in "
+                          f"{Path(args.out) / CHECKPOINT}; rerun the same command with --resume to continue")
     if not r["complete"]:
         lines.append("  not finished: rerun the same command with --resume")
     emit(args, {k: v for k, v in r.items() if k != "history"} | {"out": str(args.out)}, "\n".join(lines))
@@ -87,23 +103,23 @@ def register(sub) -> None:
     q.add_argument("--preset", default=None, choices=list(QAT_PRESETS),
                    help="schedule: paper (DSG release), cifar (GDFQ CIFAR, 400×200×200), cpu (short); "
                         "default: cifar for CIFAR models, else paper")
-    q.add_argument("--epochs", type=int, default=None)
-    q.add_argument("--iters", type=int, default=None, help="iterations per epoch")
-    q.add_argument("--batch-size", type=int, default=None)
-    q.add_argument("--warmup-epochs", type=int, default=None, help="generator-only epochs")
+    q.add_argument("--epochs", type=integer(1), default=None)
+    q.add_argument("--iters", type=integer(1), default=None, help="iterations per epoch")
+    q.add_argument("--batch-size", type=integer(2), default=None)
+    q.add_argument("--warmup-epochs", type=integer(0), default=None, help="generator-only epochs")
     q.add_argument("--milestones", default=None, help="comma-separated lr-decay epochs, e.g. 100,200,300")
-    q.add_argument("--lr-s", type=float, default=None, help="student SGD learning rate")
-    q.add_argument("--lr-g", type=float, default=None, help="generator Adam learning rate")
+    q.add_argument("--lr-s", type=number(0, 10, lo_open=True), default=None, help="student SGD learning rate")
+    q.add_argument("--lr-g", type=number(0, 10, lo_open=True), default=None, help="generator Adam learning rate")
     q.add_argument("--kd-reduction", default=None, choices=list(KD_REDUCTIONS),
                    help="batchmean (default) or mean (the released element-wise mean)")
     q.add_argument("--gen-output", default=None, choices=["pixel", "bn"],
                    help="pixel: tanh → RGB → normalized (default); bn: GDFQ's affine-free BN head")
-    q.add_argument("--margin-scale", type=float, default=None, help="scale of the SDA margins (dsg presets)")
-    q.add_argument("--val-limit", type=int, default=None, help="validation images per epoch (0 = all 5,000)")
-    q.add_argument("--eval-limit", type=int, default=None,
+    q.add_argument("--margin-scale", type=number(0), default=None, help="scale of the SDA margins (dsg presets)")
+    q.add_argument("--val-limit", type=integer(0), default=None, help="validation images per epoch (0 = all 5,000)")
+    q.add_argument("--eval-limit", type=integer(1), default=None,
                    help="ImageNet: evaluate on a fixed subset of this many val/ images (smoke runs)")
-    q.add_argument("--seed", type=int, default=None)
-    q.add_argument("--export", type=int, default=0, help="also write N generator samples to OUT/samples.pt")
+    q.add_argument("--seed", type=integer(0), default=None)
+    q.add_argument("--export", type=integer(0), default=0, help="also write N generator samples to OUT/samples.pt")
     q.add_argument("--no-fp-reference", action="store_true", help="skip the FP model's val/test evaluation")
     q.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
     q.add_argument("--out", required=True, help="run directory")

@@ -18,6 +18,7 @@ Levels (§A.3, §F):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._modes import eval_mode
 from ..bn import STAT_EPS, BNTargets, capture_bn
 
 # ----------------------------------------------------------------------------------------------- features
@@ -98,8 +100,8 @@ def collect_features(model: nn.Module, images: torch.Tensor, batch_size: int = 2
     if n < 1:
         raise ValueError("collect_features needs at least one image")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    modes = contextlib.ExitStack()
+    modes.enter_context(eval_mode(model))  # each module's training flag restored in `finally`
     # a .features *method* gives the penultimate features (CifarResNet); torchvision's MobileNetV2 has a .features
     # *module* (the conv trunk, before pooling), so there the input of the last nn.Linear is read instead
     use_features = callable(getattr(model, "features", None)) and not isinstance(model.features, nn.Module)
@@ -167,7 +169,7 @@ def collect_features(model: nn.Module, images: torch.Tensor, batch_size: int = 2
             handle.remove()
         if bar is not None:
             bar.close()
-        model.train(was_training)
+        modes.close()
     pen = torch.cat(feats) if use_features else torch.cat(pen_store)
     return Features(
         layer_names=names,

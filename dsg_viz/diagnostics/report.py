@@ -9,14 +9,13 @@ import base64
 import html
 import io
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import _io
 from ..bn import bn_targets
 from ..errors import ConfigError
 from . import metrics as M
@@ -68,15 +67,6 @@ FIGURES: dict[str, tuple[str, str]] = {
                    "A linear 2-D projection (fast and deterministic): spread and overlap without t-SNE's "
                    "distortions. A tight anisotropic cloud is the TPAMI figure's 'vanilla' case."),
 }
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _png(fig) -> bytes:
@@ -177,7 +167,7 @@ N(0,1) reference.</p>
 
 def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: int = 0, tsne_points: int = 2000,
              perplexity: float = 30.0, seed: int = 0, progress: bool = True, batch_size: int = 256,
-             max_values: int = 20_000) -> dict:
+             max_values: int = 20_000, allow_mismatch: bool = False) -> dict:
     """Diagnose homogenization of several sample sets under ``model``; write the report; return the summary.
 
     Args:
@@ -192,6 +182,9 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
         tsne_points: total points of the shared t-SNE/PCA map (split evenly over sources).
         perplexity, seed: t-SNE settings; ``seed`` also seeds every subsample and the noise reference.
         batch_size, max_values: see :func:`dsg_viz.diagnostics.metrics.collect_features`.
+        allow_mismatch: use sets made for another model or checkpoint, with a warning (a deliberate cross-model
+            study); by default a mismatch raises :class:`~dsg_viz.errors.DataError`
+            (:meth:`~dsg_viz.generation.SampleSet.check_fit`). A wrong input shape always raises.
 
     Returns the :func:`~dsg_viz.diagnostics.metrics.summarize` dict plus ``meta`` (settings, timings) and
     ``files`` (``{name: path}``).
@@ -200,6 +193,13 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
 
     if not sample_sets:
         raise ConfigError("diagnose needs at least one sample set")
+    if not (isinstance(perplexity, (int, float)) and np.isfinite(perplexity) and perplexity > 0):
+        raise ConfigError(f"perplexity must be a finite number > 0 (got {perplexity!r}); t-SNE's usual range is 5-50")
+    if isinstance(tsne_points, bool) or not isinstance(tsne_points, int) or tsne_points < 2:
+        raise ConfigError(f"tsne_points must be an integer >= 2 (got {tsne_points!r})")
+    for name, s in sample_sets.items():
+        if hasattr(s, "check_fit"):
+            s.check_fit(model, allow_mismatch=allow_mismatch, name=name)
     names = list(sample_sets)
     n = min(len(s) for s in sample_sets.values())
     if n < 2:
@@ -210,8 +210,7 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
     if not 0 <= channel < c_l:
         raise ConfigError(f"channel {channel} out of range: layer {targets.names[li]} has {c_l} channels")
     spec = getattr(model, "spec", None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _io.check_output_dir(out_dir, "out_dir")
     stages = [f"features {s}" for s in names] + ["scores", "t-SNE", "figures", "write"]
     bar = None
     if progress:
@@ -305,6 +304,7 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
         stage(len(names) + 3)
         meta = {
             "model": spec.name if spec else type(model).__name__, "version": __version__, "n": n,
+            "threads": torch.get_num_threads(),
             "layer": li, "layer_name": lname, "channel": channel, "tsne_points": int(len(X)),
             "perplexity": perplexity, "seed": seed, "max_values": max_values,
             "sources": {s: {"method": getattr(sample_sets[s], "method", s), "n_original": len(sample_sets[s]),
@@ -316,13 +316,13 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
         files = {}
         for name, data in pngs.items():
             files[name] = out / f"{name}.png"
-            _atomic_write(files[name], data)
+            _io.write_bytes(files[name], data)
         files["summary.json"] = out / "summary.json"
-        _atomic_write(files["summary.json"], json.dumps(summary, indent=1, default=_json_default).encode())
+        _io.write_text(files["summary.json"], json.dumps(summary, indent=1, default=_json_default))
         files["summary.md"] = out / "summary.md"
-        _atomic_write(files["summary.md"], M.summary_markdown(summary).encode())
+        _io.write_text(files["summary.md"], M.summary_markdown(summary))
         files["report.html"] = out / "report.html"
-        _atomic_write(files["report.html"], _html(summary, meta, pngs).encode())
+        _io.write_text(files["report.html"], _html(summary, meta, pngs))
         stage(len(stages) - 1)
     finally:
         if bar is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 
 
 def sha256_file(path: str | Path) -> str:
@@ -20,24 +20,28 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_state_dict(path: str | Path, weights_only: bool = False) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, weights_only: bool = True) -> dict[str, torch.Tensor]:
     """Return the state dict stored in ``path`` on the CPU, with any ``module.`` prefix removed.
 
     Accepts ``{"state_dict": ...}`` (akamaster ``.th``, project ``.pt``), ``{"model": ...}`` and bare state dicts.
-    ``weights_only=True`` reads with PyTorch's safe loader (tensors and plain containers only), as for downloaded
-    torchvision state dicts.
+    Every file is read with PyTorch's safe loader (``torch.load(weights_only=True)``: tensors and plain containers
+    only, :func:`dsg_viz._io.load`); the published checkpoints are such files. A file holding other Python objects
+    (e.g. a whole pickled ``nn.Module``) is refused with :class:`CheckpointError`, since loading it could run
+    code: save ``model.state_dict()`` instead. ``weights_only`` is kept for compatibility and must stay ``True``.
     """
+    from .. import _io
+
     path = Path(path)
+    if not weights_only:
+        raise CheckpointError("checkpoints are read with weights_only=True only (a pickled object could run code)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass an existing file to --checkpoint "
                               "(run 'dsg-viz fetch' to download the published ones)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({type(e).__name__}: {e}); "
-                              "is it a PyTorch file?") from None
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
+        obj = _io.load(path, "checkpoint", "is it a PyTorch state dict? Save model.state_dict() with torch.save",
+                       error=CheckpointError)
+    except DataError as e:  # unreadable, or unsafe (holds other Python objects)
+        raise CheckpointError(f"cannot read checkpoint: {e}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in obj and isinstance(obj[key], dict):
@@ -52,14 +56,11 @@ def load_checkpoint(model: nn.Module, path: str | Path, weights_only: bool | Non
     """Load ``path`` into ``model`` in place and return it.
 
     Missing ``num_batches_tracked`` buffers are tolerated (the published ``.th`` files lack them); any other
-    missing/unexpected key or shape mismatch raises :class:`CheckpointError` naming the keys. ``weights_only``
-    (see :func:`read_state_dict`) defaults to ``True`` for ImageNet models (torchvision state dicts) and ``.pth``
-    files, else ``False``.
+    missing/unexpected key or shape mismatch raises :class:`CheckpointError` naming the keys. The file is read
+    with ``torch.load(weights_only=True)`` (:func:`read_state_dict`); ``weights_only`` is kept for compatibility
+    (``None`` or ``True``).
     """
-    if weights_only is None:
-        weights_only = (getattr(getattr(model, "spec", None), "dataset", None) == "imagenet"
-                        or Path(path).suffix == ".pth")
-    sd = read_state_dict(path, weights_only)
+    sd = read_state_dict(path, True if weights_only is None else weights_only)
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
@@ -98,8 +99,15 @@ class QATConfig:
                               f"{self.act_warmup_epochs}); activation ranges need at least one epoch of warm-up")
         if not 0.0 <= self.act_ema_beta < 1.0:
             raise ConfigError(f"act_ema_beta must be in [0, 1) (got {self.act_ema_beta})")
+        numbers = (self.lr_s, self.lr_g, self.temperature, self.kd_weight, self.ce_weight, self.weight_decay,
+                   self.momentum, self.margin_scale, self.act_ema_beta)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise ConfigError("lr_s, lr_g, temperature, the loss weights, weight_decay, momentum, margin_scale and "
+                              "act_ema_beta must be finite numbers")
         if self.lr_s <= 0 or self.lr_g <= 0:
             raise ConfigError(f"learning rates must be positive (got lr_s={self.lr_s}, lr_g={self.lr_g})")
+        if any(not isinstance(m, int) or m < 0 for m in self.milestones):
+            raise ConfigError(f"milestones must be epochs >= 0 (got {self.milestones})")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive (got {self.temperature})")
         if self.kd_reduction not in KD_REDUCTIONS:

@@ -16,13 +16,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import _faults, _io
+from .._modes import eval_mode
 from ..bn import bn_layers, bn_targets, capture_bn
 from ..errors import ConfigError, DataError
 from ..objectives import Margins
 from .config import QAT_PRESETS, QATConfig
 from .objectives import (GeneratorContext, build_generator_objective, generator_margins,
                          generator_preset)
-from .state import CHECKPOINT, LOG, RESULT, _atomic_save, _atomic_write, _jsonable, _RESUMABLE, _state_copy
+from .state import CHECKPOINT, LOG, RESULT, _jsonable, _RESUMABLE, _state_copy
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -185,10 +187,9 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
         if not resume:
             raise ConfigError(f"{ckpt_path} exists; pass resume=True (--resume) to continue it, or use another "
                               "output directory")
-        try:
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"cannot read QAT checkpoint {ckpt_path} ({type(e).__name__}); delete it to restart")
+        ck = _io.load(ckpt_path, "QAT checkpoint", "delete it to restart")
+        if not isinstance(ck, dict) or ck.get("format") != "dsg_viz.qat/1":
+            raise DataError(f"{ckpt_path} is not a dsg_viz QAT checkpoint; delete it to restart")
         old = ck.get("config", {})
         diff = [f.name for f in fields(QATConfig) if f.name not in _RESUMABLE
                 and _jsonable(old.get(f.name, f.default)) != _jsonable(getattr(cfg, f.name))]  # new fields: default
@@ -207,7 +208,7 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
         history, best, seconds, start = ck["history"], ck["best"], ck["seconds"], ck["epoch"]
         margins = ck["margins"]
         if dctx.is_main:
-            _atomic_write(log_path, "".join(json.dumps(h) + "\n" for h in history))
+            _io.write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
         log(f"resuming {out} after epoch {start}/{cfg.epochs}")
     elif log_path.exists():
         if dctx.is_main:
@@ -221,8 +222,8 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
     objective = build_generator_objective(gcfg, L, bm, sm)
     gen_params = [p for p in gen.parameters() if p.requires_grad]
 
-    was_training = model.training
-    model.eval()
+    modes = contextlib.ExitStack()  # the teacher in eval mode until the end; each module's flag restored
+    modes.enter_context(eval_mode(model))
     interrupted = False
     bar = None
     if progress:
@@ -248,6 +249,7 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
                 bar.reset(total=cfg.iters)
                 bar.set_description(f"qat {cfg.generator} {cfg.bits} epoch {epoch + 1}/{cfg.epochs}")
             for it in range(cfg.iters):
+                _faults.hit("train")
                 z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=rng).to(device)
                 y = torch.randint(0, spec.num_classes, (cfg.batch_size,), generator=rng).to(device)
                 # generator step: the teacher is frozen (gradients go to the generator's parameters only)
@@ -306,12 +308,12 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
                        iter_seconds=round(train_s / cfg.iters, 4))
             history.append(rec)
             if dctx.is_main:  # rank 0 writes the checkpoint and the log
-                _atomic_save({"format": "dsg_viz.qat/1", "version": __version__, "config": asdict(cfg),
-                              "generator_objective": asdict(gcfg), "model": spec.name,
-                              "checkpoint_sha256": checkpoint_sha256, "epoch": epoch + 1, "student": _state_copy(qm),
-                              "generator": _state_copy(gen), "opt_s": opt_s.state_dict(), "opt_g": opt_g.state_dict(),
-                              "rng": rng.get_state(), "history": history, "best": best, "seconds": seconds,
-                              "margins": margins}, ckpt_path)
+                _io.save({"format": "dsg_viz.qat/1", "version": __version__, "threads": torch.get_num_threads(),
+                          "config": asdict(cfg), "generator_objective": asdict(gcfg), "model": spec.name,
+                          "checkpoint_sha256": checkpoint_sha256, "epoch": epoch + 1, "student": _state_copy(qm),
+                          "generator": _state_copy(gen), "opt_s": opt_s.state_dict(), "opt_g": opt_g.state_dict(),
+                          "rng": rng.get_state(), "history": history, "best": best, "seconds": seconds,
+                          "margins": margins}, ckpt_path)
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
             run_epochs += 1
@@ -325,13 +327,14 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
         log(f"interrupted; {len(history)} epoch(s) checkpointed in {ckpt_path} (rerun with --resume)")
     finally:
         _observe_ranges(qm, None)
-        model.train(was_training)
+        modes.close()
         if bar is not None:
             bar.close()
 
     done = len(history)
     complete = done >= cfg.epochs and not interrupted
-    result = {"format": "dsg_viz.qat-result/1", "version": __version__, "model": spec.name,
+    result = {"format": "dsg_viz.qat-result/1", "version": __version__, "threads": torch.get_num_threads(),
+              "model": spec.name,
               "checkpoint_sha256": checkpoint_sha256, "config": asdict(cfg), "generator_objective": asdict(gcfg),
               "quantization": qcfg.describe() + "; QAT: straight-through estimator, per-channel weight ranges "
               "recomputed every forward, activation ranges EMA(β=%g) of batch min/max for %d epoch(s) then frozen, "
@@ -362,7 +365,7 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
                 result["fp"]["val"] = evaluate(model, val)
         result["test_eval_seconds"] = round(time.perf_counter() - t0, 1)
     if dctx.is_main:
-        _atomic_write(out / RESULT, json.dumps(result, indent=1))
+        _io.write_text(out / RESULT, json.dumps(result, indent=1))
     return result
 
 

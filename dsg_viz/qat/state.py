@@ -1,4 +1,5 @@
-"""Run-directory state of QAT: atomic checkpoints, the resume check, the generator loader."""
+"""Run-directory state of QAT: the resume check, the generator loader (checkpoints are written with
+:func:`dsg_viz._io.save` and read with :func:`dsg_viz._io.load`, ``weights_only=True``)."""
 
 from __future__ import annotations
 
@@ -6,29 +7,14 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
+from .. import _io
 from ..errors import DataError
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 RESULT = "result.json"
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _state_copy(module: nn.Module) -> dict:
@@ -54,9 +40,13 @@ def load_generator(path: str | os.PathLike, model_spec=None) -> nn.Module:
         path = path / CHECKPOINT
     if not path.is_file():
         raise DataError(f"QAT checkpoint {path} does not exist; run 'dsg-viz qat' first")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = ck["config"]
-    gen = create_generator(model_spec or get_spec(ck["model"]), latent_dim=cfg["latent_dim"],
-                           output=cfg["gen_output"], bn_eps=cfg["gen_bn_eps"])
-    gen.load_state_dict(ck["generator"])
+    ck = _io.load(path, "QAT checkpoint", "rerun 'dsg-viz qat'")
+    try:
+        cfg = ck["config"]
+        gen = create_generator(model_spec or get_spec(ck["model"]), latent_dim=cfg["latent_dim"],
+                               output=cfg["gen_output"], bn_eps=cfg["gen_bn_eps"])
+        gen.load_state_dict(ck["generator"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise DataError(f"QAT checkpoint {path} is not a dsg_viz QAT checkpoint ({type(e).__name__}: {e}); "
+                        "rerun 'dsg-viz qat'") from None
     return gen

@@ -25,6 +25,8 @@ import warnings
 
 import torch
 
+from .. import _faults
+from .._modes import eval_mode
 from ..errors import ConfigError
 from .quantize import ACT_METHODS, QuantModel
 from .quantizer import quant_error
@@ -143,20 +145,17 @@ def calibrate(qm: QuantModel, images, method: str | None = None, batch_size: int
     gen = torch.Generator().manual_seed(seed)
     device = next(qm.parameters()).device
     n = len(images)
-    was_training = {m: m.training for m in qm.modules()}
     observers = {}
     try:
-        with qm.using_mode("weight"):
-            qm.eval()
+        with qm.using_mode("weight"), eval_mode(qm):
             for name, q in quantizers.items():
                 observers[name] = q.observer = RangeObserver(method, q.bits, n, percentile, gen)
             for s in range(0, n, batch_size):
+                _faults.hit("calibrate")
                 qm(images[s:s + batch_size].to(device))
     finally:
         for q in quantizers.values():
             q.observer = None
-        for m, flag in was_training.items():
-            m.training = flag
     unseen = [name for name, obs in observers.items() if obs.count == 0]
     for name, obs in observers.items():
         if obs.count:

@@ -46,6 +46,12 @@ def parse_bits(text: str) -> tuple[int, int]:
     return check_bits(int(m.group(1)), "weight bits"), check_bits(int(m.group(2)), "activation bits")
 
 
+def normalize_bits(text: str) -> str:
+    """Return the one spelling of a bit-width string: ``" w4a4 "`` → ``"W4A4"`` (checked as :func:`parse_bits`)."""
+    w, a = parse_bits(text)
+    return f"W{w}A{a}"
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """How to quantize a model. Defaults are ZeroQ's evaluation quantizer at W8A8 (dsg-method.md §G item 13).

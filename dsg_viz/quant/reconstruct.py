@@ -41,7 +41,6 @@ Designs read for ideas (no code copied): BRECQ (Li et al. 2021, MIT), QDrop (Wei
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -51,7 +50,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from .. import _faults
+from .._modes import eval_mode
+from ..errors import ConfigError, DsgVizError
 from .modules import QuantAct, QuantConv2d, QuantLinear
 from .quantize import QuantModel
 from .quantizer import RANGE_EPS, ActQuantizer, WeightQuantizer
@@ -114,7 +115,7 @@ class ReconstructionConfig:
             raise ConfigError(f"iters must be >= 0 (got {self.iters}); 0 gives nearest rounding")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 (got {self.batch_size})")
-        if not self.lr > 0 or not self.act_lr >= 0:
+        if not (self.lr > 0 and math.isfinite(self.lr)) or not (self.act_lr >= 0 and math.isfinite(self.act_lr)):
             raise ConfigError(f"lr must be > 0 and act_lr >= 0 (got lr={self.lr}, act_lr={self.act_lr})")
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"warmup is a fraction of iters in [0, 1) (got {self.warmup})")
@@ -434,22 +435,8 @@ def _find_units(net: nn.Module, x: torch.Tensor, kind: str) -> tuple[list[_Unit]
     return units, skipped
 
 
-@contextlib.contextmanager
-def _eval_no_grad_params(*models: nn.Module):
-    """Put ``models`` in eval mode with parameters frozen; restore training flags and ``requires_grad`` on exit."""
-    flags = [(m, m.training) for model in models for m in model.modules()]
-    grads = [(p, p.requires_grad) for model in models for p in model.parameters()]
-    try:
-        for model in models:
-            model.eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
-        yield
-    finally:
-        for m, t in flags:
-            m.training = t
-        for p, g in grads:
-            p.requires_grad_(g)
+class ReconstructionError(DsgVizError, FloatingPointError):
+    """The reconstruction loss became NaN/Inf; the message names the unit, the step and the term."""
 
 
 @torch.no_grad()
@@ -560,7 +547,7 @@ def reconstruct(qm: QuantModel, fp_model: nn.Module, images, config: Reconstruct
     gen = torch.Generator().manual_seed(config.seed)
     drop_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
 
-    with qm.using_mode("full"), _eval_no_grad_params(net, fp_model):
+    with qm.using_mode("full"), eval_mode(net, fp_model, freeze=True):
         units, result.skipped = _find_units(net, images[:2].to(device), config.kind)
         if result.skipped:
             warnings.warn(f"layers called more than once stay at nearest rounding: {result.skipped}", stacklevel=2)
@@ -673,8 +660,13 @@ def _optimize(unit: _Unit, index: int, mods, ada: list[AdaRoundQuantizer], lsq: 
             if step >= warm and config.reg_weight > 0 and ada:
                 beta = config.beta(step)
                 loss = loss + config.reg_weight * sum(a.regularizer(beta) for a in ada)
+            if _faults.hit("reconstruct") == "nan":  # the reliability suite's NaN injection
+                rec, loss = rec * math.nan, loss * math.nan
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite reconstruction loss in unit {unit.name!r} at step {step}")
+                term = "reconstruction (output MSE)" if not torch.isfinite(rec) else "rounding regularizer"
+                raise ReconstructionError(
+                    f"reconstruction loss became {loss.item()} in unit {index + 1} {unit.name!r} at step {step} "
+                    f"(term: {term}); lower ReconstructionConfig.lr or check the samples for extreme values")
             for o in (opt, act_opt):
                 if o is not None:
                     o.zero_grad(set_to_none=True)
