@@ -88,6 +88,7 @@ def cmd_generate(args) -> None:
     final = {k: v[-1][-1] for k, v in s.history.items() if v and v[-1]}
     obj = {"out": str(out), "grid": str(Path(out).with_suffix(".png")), "method": s.method, "num_samples": len(s),
            "seconds": round(s.seconds, 2), "interrupted": s.interrupted, "final_loss": final,
+           "steps": s.config.get("steps"), "batch_size": s.config.get("batch_size"),
            "device": str(model_device(model)), "precision": s.precision.get("resolved")}
     emit(args, obj, f"wrote {len(s)} {s.method} samples to {out} (grid {obj['grid']}) in {s.seconds:.1f} s"
                     + (f" ({obj['precision']})" if obj["precision"] else "")

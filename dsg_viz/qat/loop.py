@@ -102,11 +102,11 @@ def _static_weights(qm):
             wq.dynamic = True
 
 
-def _evaluate(qm, split) -> dict:
+def _evaluate(qm, split, batch_size: int = 100) -> dict:
     from ..evaluate import evaluate
 
     with _static_weights(qm):
-        return evaluate(qm, split)
+        return evaluate(qm, split, batch_size=batch_size)
 
 
 def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=None, test=None,
@@ -150,6 +150,9 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
     if spec is None:
         raise ConfigError("model has no .spec; build it with dsg_viz.create_model")
     gcfg = generator_preset(cfg.generator, margin_scale=cfg.margin_scale)
+    from ..data import forward_batch_size
+
+    eval_bs = forward_batch_size(spec, cfg.batch_size, 100)  # 224 px: the training batch bounds memory
     device = next(model.parameters()).device
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +300,7 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
                    "act_ranges": "ema" if act_live else "frozen"}
             rec.update({k: v / cfg.iters for k, v in sums.items()})
             if val is not None:
-                r = _evaluate(qm, val)
+                r = _evaluate(qm, val, eval_bs)
                 rec.update(val_top1=r["top1"], val_top5=r["top5"], val_n=r["n"])
                 if best is None or r["top1"] > best["val_top1"]:
                     best = {"epoch": epoch + 1, "val_top1": r["top1"], "val_top5": r["top5"],
@@ -350,7 +353,7 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
     result["val_selected"] = ({k: best[k] for k in ("epoch", "val_top1", "val_top5")} if best else None)
     if complete and test is not None:
         t0 = time.perf_counter()
-        result["final"]["test"] = _evaluate(qm, test)
+        result["final"]["test"] = _evaluate(qm, test, eval_bs)
         if best is not None:
             if best["epoch"] == last["epoch"]:
                 result["val_selected"]["test"] = result["final"]["test"]
@@ -358,11 +361,11 @@ def train_qat(model: nn.Module, cfg: QATConfig, out: str | os.PathLike, *, val=N
                 qb = quantize(model, qcfg).eval()
                 qb.load_state_dict(best["student"])
                 qb.to(device)
-                result["val_selected"]["test"] = _evaluate(qb, test)
+                result["val_selected"]["test"] = _evaluate(qb, test, eval_bs)
         if fp_reference:
-            result["fp"] = {"test": evaluate(model, test)}
+            result["fp"] = {"test": evaluate(model, test, batch_size=eval_bs)}
             if val is not None:
-                result["fp"]["val"] = evaluate(model, val)
+                result["fp"]["val"] = evaluate(model, val, batch_size=eval_bs)
         result["test_eval_seconds"] = round(time.perf_counter() - t0, 1)
     if dctx.is_main:
         _io.write_text(out / RESULT, json.dumps(result, indent=1))
