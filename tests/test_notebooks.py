@@ -1,5 +1,8 @@
-"""Every tutorial notebook runs top to bottom in smoke mode (DSG_VIZ_SMOKE=1) without an error, and the committed
-notebooks are outputs-stripped and match notebooks/build_notebooks.py."""
+"""Every tutorial notebook runs top to bottom in smoke mode (DSG_VIZ_SMOKE=1) without an error, writes nothing to
+stderr, shows progress without widgets (a tqdm.auto bar is a widget in a kernel, and a closed one later reads "Error
+displaying widget" in JupyterLab), ends with a takeaway computed from its own numbers, and the committed notebooks
+are outputs-stripped, have the SETTINGS switch and match notebooks/build_notebooks.py. (Their timings at quick and
+paper settings: benchmarks/bench_notebooks.py; in a real browser: tests/test_browser.py.)"""
 
 import os
 import subprocess
@@ -24,6 +27,10 @@ def test_notebooks_are_numbered_stripped_and_generated():
         assert nb.cells[0].cell_type == "markdown" and "What you will learn" in nb.cells[0].source, name
         assert nb.cells[1].cell_type == "code" and "parameters" in nb.cells[1].metadata.get("tags", []), name
         assert 'SMOKE = os.environ.get("DSG_VIZ_SMOKE") == "1"' in nb.cells[1].source, name
+        assert 'SETTINGS = os.environ.get("DSG_VIZ_SETTINGS", "quick")' in nb.cells[1].source, name
+        text = "\n".join(c.source for c in nb.cells)
+        for stale in ("work in progress", "not in this version", "being added"):
+            assert stale not in text, f"{name}: stale text {stale!r}"
         for c in nb.cells:
             if c.cell_type == "code":
                 assert not c.outputs and c.execution_count is None, f"{name}: outputs not stripped"
@@ -63,7 +70,19 @@ def test_notebook_runs_in_smoke_mode(name, notebook_env):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-                 for o in c.get("outputs", []))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    images = sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", []))
     assert images >= 1, f"{name} drew no figure"
+    stderr = [(i, o.get("text", "")[:200]) for i, c in enumerate(code) for o in c.get("outputs", [])
+              if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not stderr, f"{name} wrote to stderr: {stderr}"
+    widget_cells = [i for i, c in enumerate(code) for o in c.get("outputs", [])
+                    if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    panel_cells = [i for i, c in enumerate(code) if "Panel(" in c.source]
+    assert widget_cells == panel_cells, f"{name}: widget outputs in cells {widget_cells}, panels in {panel_cells}"
+    shown = "\n".join(o.get("data", {}).get("text/markdown", "") for c in code for o in c.get("outputs", []))
+    if name != "00_quickstart.ipynb":
+        assert "Takeaway" in shown, f"{name}: no takeaway computed from its results"
+    else:
+        assert "**This run**" in shown and "DSG − ZeroQ" in shown
     print(f"{name}: {wall:.1f} s, {images} figures")
