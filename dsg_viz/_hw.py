@@ -1,9 +1,10 @@
 """What the hardware can do fast: native bf16 matrix units decide the generation precision (``precision="auto"``).
 
-On CPUs with AMX-BF16 (or AVX512-BF16) and on CUDA GPUs, bf16 convolutions run natively and roughly halve a
-ResNet's forward+backward; without them (AVX2-only CPUs) oneDNN emulates bf16 and the same step was measured 12x
-*slower* (docs/benchmarks.md). :func:`native_bf16` answers the question with a reason string; :func:`cpu_info`
-is what every benchmark JSON records about the machine.
+On CPUs with AMX-BF16 tiles and on CUDA GPUs, bf16 convolutions run natively and roughly halve a ResNet's
+forward+backward. AVX512-BF16 alone (no tiles) is not enough: with oneDNN limited to it, the same step was measured
+1.2x *slower* in bf16 than in fp32, and on AVX2-only CPUs, where oneDNN emulates bf16, 12x slower
+(docs/benchmarks.md "Generation speed"). :func:`native_bf16` answers the question with a reason string;
+:func:`cpu_info` is what every benchmark JSON records about the machine.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ __all__ = ["native_bf16", "cpu_flags", "cpu_info"]
 
 # flags that matter for the precision choice, as /proc/cpuinfo spells them
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) under which bf16 convolutions are emulated, not native
-_NO_BF16_ISAS = {"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,10 +53,12 @@ def _onednn_isa_limit() -> str | None:
 
 
 def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
-    """Return ``(True, reason)`` if ``device`` runs bf16 convolutions natively, else ``(False, reason)``.
+    """Return ``(True, reason)`` if ``device`` runs bf16 convolutions natively and faster than fp32, else
+    ``(False, reason)``.
 
-    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later). CPU: AMX-BF16 or AVX512-BF16 in the CPU flags
-    (:func:`cpu_flags`), oneDNN available, and no ``ONEDNN_MAX_CPU_ISA`` limit below them. Anything else: no.
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later). CPU: AMX-BF16 in the CPU flags (:func:`cpu_flags`),
+    oneDNN available, and no ``ONEDNN_MAX_CPU_ISA`` limit below AMX. AVX512-BF16 without AMX: no (measured slower
+    than fp32). Anything else: no.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -71,18 +72,18 @@ def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
         return False, f"{device.type}: bf16 speed not established here, fp32"
     flags = cpu_flags()
     cap = torch.backends.cpu.get_cpu_capability()
-    unit = "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else None
-    if unit is None:
-        return False, (f"CPU without AMX-BF16/AVX512-BF16 (PyTorch CPU capability {cap}): bf16 would be emulated "
-                       "(measured 12x slower on AVX2)")
+    if "amx_bf16" not in flags:
+        if "avx512_bf16" in flags:
+            return False, (f"CPU has AVX512-BF16 but no AMX-BF16 (PyTorch CPU capability {cap}): bf16 measured 1.2x "
+                           "slower than fp32 there")
+        return False, (f"CPU without AMX-BF16 (PyTorch CPU capability {cap}): bf16 would be emulated (measured 12x "
+                       "slower on AVX2)")
     if not torch.backends.mkldnn.is_available():
-        return False, f"CPU has {unit} but this PyTorch has no oneDNN (mkldnn) for bf16 convolutions"
+        return False, "CPU has AMX-BF16 but this PyTorch has no oneDNN (mkldnn) for bf16 convolutions"
     isa = _onednn_isa_limit()
-    if isa is not None and isa in _NO_BF16_ISAS:
-        return False, f"CPU has {unit} but ONEDNN_MAX_CPU_ISA={isa} limits oneDNN below it"
-    if unit == "AMX-BF16" and isa is not None and "amx" not in isa and isa != "all":
-        unit = "AVX512-BF16"  # e.g. ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16: native bf16 dot products, no tiles
-    return True, f"CPU has {unit} (PyTorch CPU capability {cap})"
+    if isa is not None and "amx" not in isa and isa not in ("all", "default"):
+        return False, f"CPU has AMX-BF16 but ONEDNN_MAX_CPU_ISA={isa} keeps oneDNN off the AMX tiles"
+    return True, f"CPU has AMX-BF16 (PyTorch CPU capability {cap})"
 
 
 @functools.lru_cache(maxsize=1)

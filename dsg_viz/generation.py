@@ -74,7 +74,7 @@ class GenerationConfig:
     ``precision`` (:data:`PRECISIONS`): ``"bf16"`` runs the network's forward/backward under bf16 autocast, with
     the BN statistics and every loss term in fp32 (:class:`dsg_viz.bn.StatsBatchNorm2d`); ``"fp32"`` does not;
     ``"auto"`` (default) picks bf16 on the fused channels-last path where the device has native bf16 matrix
-    units (AMX/AVX512-BF16 CPUs, CUDA: :func:`dsg_viz._hw.native_bf16`), fp32 elsewhere — :func:`resolve_precision`.
+    units (AMX-BF16 CPUs, CUDA: :func:`dsg_viz._hw.native_bf16`), fp32 elsewhere — :func:`resolve_precision`.
     Accuracy parity of bf16-generated sets: docs/benchmarks.md "Generation speed". ``autocast_bf16=True`` is the
     deprecated spelling of ``precision="bf16"`` (mapped, with a ``FutureWarning``).
 

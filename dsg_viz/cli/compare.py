@@ -72,7 +72,7 @@ def register(sub) -> None:
                    help="scale of the SDA margins of every SDA source (default: each preset's: dsg 1, dsg-tuned 0.3)")
     q.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                    help="generation precision (default: the presets' auto = bf16 where the device has native bf16, "
-                        "AMX/AVX512-BF16 CPU or CUDA, else fp32; statistics and losses stay fp32)")
+                        "AMX-BF16 CPU or CUDA, else fp32; statistics and losses stay fp32)")
     q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
     q.add_argument("--eval-limit", type=integer(1), default=None,
                    help="evaluate on a fixed subset of this many test images (smoke runs; default: all)")

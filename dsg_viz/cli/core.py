@@ -151,7 +151,7 @@ def register(sub) -> None:
     q.add_argument("--margins-file", default=None, help="load margins (.pt, .npz or folder with m.npy/n.npy)")
     q.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                    help="network forward/backward precision (statistics and losses stay fp32); default auto: bf16 "
-                        "where the device has native bf16 (AMX/AVX512-BF16 CPU, CUDA), else fp32")
+                        "where the device has native bf16 (AMX-BF16 CPU, CUDA), else fp32")
     q.add_argument("--bf16", action="store_true", help="deprecated: --precision bf16")
     q.add_argument("--compile", action="store_true",
                    help="torch.compile the network (faster steps after minutes of compiling; C++ compiler needed)")
