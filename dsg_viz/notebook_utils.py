@@ -274,12 +274,6 @@ def quantize_sources(model: nn.Module, sample_sets: dict, cfg, test, fp: dict | 
     if not cfg.bits:
         raise ConfigError("give at least one bit width, e.g. 'W4A4'")
     replace(cfg, sources=()).validate()  # bits, methods (sources may be any names here)
-    for src in cfg.sources:  # never calibrate on a partial set, nor on one made for another model/checkpoint
-        ss = sample_sets[src]
-        if getattr(ss, "interrupted", False):
-            raise ConfigError(f"sample set {src!r} is partial (its generation was interrupted); generate it again")
-        if hasattr(ss, "check_fit"):
-            ss.check_fit(model, name=src)
     todo = [(s, b, m) for s in cfg.sources for b in cfg.bits for m in cfg.methods]
     n_test = len(test)
     bar = CellProgress(f"quantize, calibrate, evaluate on {n_test:,} test images", len(todo) + (fp is None),
@@ -341,15 +335,25 @@ def results_table(results: dict, cfg) -> str:
 
 def plot_results(results: dict, cfg):
     """Return :func:`dsg_viz.compare.plot_accuracy` drawn on a non-pyplot figure (nothing kept alive globally,
-    so a notebook shows it once), with the legend outside the axes (it never covers a bar) and the number of test
-    images on the y axis."""
+    so a notebook shows it once), with the legend outside the axes (it never covers a bar), each source in its
+    colour of the diagnostics plots (:func:`~dsg_viz.diagnostics.plots.source_colors`) and the number of test images
+    on the y axis."""
     from matplotlib.figure import Figure
 
     from .compare import plot_accuracy
 
+    from matplotlib.container import BarContainer
+
+    from .diagnostics.plots import source_colors
+
     fig = Figure(figsize=(3.2 + 1.5 * len(cfg.bits), 3.4))
     ax = fig.add_subplot()
     plot_accuracy(results, cfg, ax=ax)
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    colors = source_colors([c.get_label() for c in bars])  # the colours of every diagnostics plot
+    for c in bars:
+        for patch in c.patches:
+            patch.set_facecolor(colors[c.get_label()])
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_ylabel(f"top-1 (%) on {results['fp']['n']:,} test images")
     fig.tight_layout()

@@ -16,7 +16,8 @@ It saves one screenshot per notebook, ``docs/img/notebook_NN.png`` (the cell tha
 and ``docs/img/notebook_panel.png`` (the generation panel of 02, shown in the README).
 
 Settings: ``quick`` (the notebooks' default) unless ``DSG_VIZ_BROWSER_SETTINGS=smoke`` (then ``DSG_VIZ_SMOKE=1``: a
-few steps, for a fast local check). The six notebooks share one empty sample cache, as a reader's ``runs/cache``
+few steps, for a fast local check). The kernels inherit ``OMP_NUM_THREADS`` (on a machine shared with other jobs, 1
+thread is several times faster than torch's default of one thread per core). The six notebooks share one empty sample cache, as a reader's ``runs/cache``
 would be when reading in order: 03 loads the sets 00 made, 04 and 05 reuse the ZeroQ and DSG sets of 02; every other
 set is generated in the browser run (notebook times from a cold cache: ``benchmarks/bench_notebooks.py``).
 """
@@ -51,12 +52,13 @@ RUN_ALL_LIMIT = 300 if SETTINGS == "smoke" else 1500  # seconds per notebook (qu
 PANEL_LIMIT = 120 if SETTINGS == "smoke" else 600
 FIGURE = re.compile(r"\bplot_\w+\(|^fig$|\b\w+Panel\(", re.M)
 
-PROMPTS_JS = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent)"
-CELLS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].map(c => ({
+NB = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"  # the notebook in the visible tab
+PROMPTS_JS = f"() => [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent)"
+CELLS_JS = """() => [...document.querySelectorAll('@NB .jp-CodeCell')].map(c => ({
     images: [...c.querySelectorAll('.jp-OutputArea img')].filter(i => i.complete && i.naturalWidth > 0).length,
     stderr: [...c.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
               .map(e => e.textContent.slice(0, 300)),
-    text: c.querySelector('.jp-OutputArea') ? c.querySelector('.jp-OutputArea').textContent : ''}))"""
+    text: c.querySelector('.jp-OutputArea') ? c.querySelector('.jp-OutputArea').textContent : ''}))""".replace("@NB", NB)
 
 
 def _free_port() -> int:
@@ -90,6 +92,11 @@ def lab(data_root, tmp_path_factory):
     settings.mkdir(parents=True)
     # render every cell (no virtualized notebook), so the test can see all outputs
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    # no "get notified about Jupyter news?" toast over the screenshots (and no request to a website)
+    apputils = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    apputils.mkdir(parents=True)
+    (apputils / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                           "checkForUpdates": False}))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, DSG_VIZ_DATA_ROOT=str(data_root), DSG_VIZ_SAMPLE_CACHE=str(tmp / "cache"),
                MPLBACKEND="Agg", JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
@@ -146,8 +153,10 @@ def browser():
 
 
 def _open(page, base: str, token: str, name: str) -> None:
-    page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}", wait_until="domcontentloaded")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    # a workspace of its own, reset: JupyterLab would otherwise reopen the previous notebook beside this one
+    page.goto(f"{base}/lab/workspaces/nb{name[:2]}/tree/{name}.ipynb?token={token}&reset",
+              wait_until="domcontentloaded")
+    page.wait_for_selector(f"{NB} .jp-Cell", timeout=90_000)
 
 
 def _wait_kernel(base: str, token: str, name: str) -> None:
@@ -206,12 +215,13 @@ def _check_outputs(page, name: str, sources: list[str], when: str) -> None:
 
 def _click_panels(page, name: str) -> int:
     """Click every panel's Run button (the generation panel with seed 1); wait for each to say done."""
-    panels = page.locator(".dsg-viz-panel")
+    panels = page.locator(f"{NB} .dsg-viz-panel")
     for k in range(panels.count()):
         panel = panels.nth(k)
         panel.scroll_into_view_if_needed()
-        seed = panel.locator(".widget-inline-hbox", has=page.locator("label", has_text=re.compile(r"^seed$")))
-        if seed.count():
+        generation = panel.get_by_text("Generate samples").count() > 0
+        if generation:  # a new seed: the panel really generates (and streams its live loss curve)
+            seed = panel.locator(".widget-inline-hbox", has=page.locator("label", has_text=re.compile(r"^seed$")))
             seed.locator("input").fill("1")
             seed.locator("input").press("Enter")
         status = panel.locator(".widget-html").last
@@ -223,12 +233,13 @@ def _click_panels(page, name: str) -> int:
             assert panel.locator(".dsg-viz-error").count() == 0, panel.locator(".dsg-viz-error").inner_text()
             assert time.time() < deadline, f"{name}: panel {k} did not finish within {PANEL_LIMIT} s"
             time.sleep(1)
-        if seed.count():
+        if generation:
             panel.get_by_text(re.compile(r"seed 1, generated")).wait_for(timeout=60_000)
         assert panel.locator("img").count() >= 1, f"{name}: panel {k} shows no image after Run"
     return panels.count()
 
 
+@pytest.mark.timeout(RUN_ALL_LIMIT + 4 * PANEL_LIMIT + 300)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_in_chromium(name, lab, browser, tmp_path):
     import nbformat
@@ -245,23 +256,26 @@ def test_notebook_in_chromium(name, lab, browser, tmp_path):
         n_panels = _click_panels(page, name)
         _check_outputs(page, name, sources, "after clicking Run")
 
-        # the screenshot: the cell with the notebook's main result
-        cell = page.locator(".jp-Notebook .jp-CodeCell").nth(next(i for i, s in enumerate(sources) if SHOT[name] in s))
+        # the screenshot: the cell with the notebook's main result, in a window tall enough for the whole cell
+        page.set_viewport_size({"width": 1400, "height": 3200})
+        time.sleep(2)
+        cell = page.locator(f"{NB} .jp-CodeCell").nth(next(i for i, s in enumerate(sources) if SHOT[name] in s))
         cell.scroll_into_view_if_needed()
         IMG.mkdir(parents=True, exist_ok=True)
         cell.screenshot(path=str(IMG / f"notebook_{name[:2]}.png"))
         if name == "02_zeroq_vs_dsg":
-            page.locator(".dsg-viz-panel").first.screenshot(path=str(IMG / "notebook_panel.png"))
+            page.locator(f"{NB} .dsg-viz-panel").first.screenshot(path=str(IMG / "notebook_panel.png"))
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
         # save, reload: every output is drawn again (widgets from the kernel's live models)
         before = (nb_dir / f"{name}.ipynb").stat().st_mtime
-        page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+        page.locator(NB).first.click(position={"x": 5, "y": 5})
         page.keyboard.press("Control+s")
         deadline = time.time() + 30
         while (nb_dir / f"{name}.ipynb").stat().st_mtime == before and time.time() < deadline:
             time.sleep(0.5)
         page.reload(wait_until="domcontentloaded")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+        page.wait_for_selector(f"{NB} .jp-Cell", timeout=90_000)
         time.sleep(5)
         _check_outputs(page, name, sources, "after reloading the page")
     finally:
