@@ -274,6 +274,12 @@ def quantize_sources(model: nn.Module, sample_sets: dict, cfg, test, fp: dict | 
     if not cfg.bits:
         raise ConfigError("give at least one bit width, e.g. 'W4A4'")
     replace(cfg, sources=()).validate()  # bits, methods (sources may be any names here)
+    for src in cfg.sources:  # never calibrate on a partial set, nor on one made for another model/checkpoint
+        ss = sample_sets[src]
+        if getattr(ss, "interrupted", False):
+            raise ConfigError(f"sample set {src!r} is partial (its generation was interrupted); generate it again")
+        if hasattr(ss, "check_fit"):
+            ss.check_fit(model, name=src)
     todo = [(s, b, m) for s in cfg.sources for b in cfg.bits for m in cfg.methods]
     n_test = len(test)
     bar = CellProgress(f"quantize, calibrate, evaluate on {n_test:,} test images", len(todo) + (fp is None),
