@@ -331,6 +331,23 @@ class SampleSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def at(self, steps: int) -> "SampleSet":
+        """Return the set as it stood after ``steps`` optimization steps of every batch, kept by
+        ``generate(..., keep_steps=[..., steps, ...])``: the images, the loss history cut at ``steps`` and
+        ``config["steps"] = steps``. The learning-rate schedule (ReduceLROnPlateau) never looks ahead, so this is
+        exactly the set a ``steps``-step run with the same seed and thread count makes (``tests/test_generation.py``
+        checks it bitwise). Kept images live in memory only; :meth:`save` does not write them."""
+        kept = getattr(self, "_kept", {})
+        if steps == self.config.get("steps"):
+            return self
+        if steps not in kept:
+            raise ConfigError(f"no images kept at step {steps} (kept: {sorted(kept) or 'none'}); generate with "
+                              f"keep_steps=[..., {steps}]")
+        cfg = dict(self.config, steps=steps)
+        hist = {k: [v[:steps] for v in per_batch] for k, per_batch in self.history.items()}
+        return replace(self, images=kept[steps].clone(), config=cfg, history=hist, snapshots=[],
+                       seconds=self.seconds * steps / max(self.config.get("steps") or 1, 1))
+
     def to_dict(self) -> dict:
         """Return the set as a plain dict (every field, plus ``"format": "dsg_viz.samples/1"``): what
         :meth:`save` writes with ``torch.save``."""
@@ -450,7 +467,7 @@ class GenerationError(DsgVizError, RuntimeError):
 
 def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Margins | None = None,
              progress: bool = True, snapshot_every: int | None = None, checkpoint_sha256: str | None = None,
-             callback=None, batches: list[int] | None = None) -> SampleSet:
+             callback=None, batches: list[int] | None = None, keep_steps=None) -> SampleSet:
     """Generate ``cfg.num_samples`` images for ``model`` by optimizing pixels, batch by batch.
 
     Args:
@@ -468,6 +485,8 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
         batches: optimize only these batch indices (in this order); ``None`` = all. Under ``torchrun`` with
             several ranks (:mod:`dsg_viz.distributed`) and ``batches=None`` the batches are spread over the
             ranks and every rank returns the whole set — the same images as one process.
+        keep_steps: step counts (each in ``1..cfg.steps``) after which a copy of every batch is kept in memory;
+            :meth:`SampleSet.at` returns the set as it stood then (one run gives the whole steps curve).
 
     Returns a :class:`SampleSet`. A ``KeyboardInterrupt`` returns the batches finished so far plus the current
     batch as it stands, marked ``interrupted=True`` (a partial set: the cache never stores it, ``compare`` never
@@ -478,6 +497,11 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
     from .distributed import context, generate_sharded
 
     cfg.validate()
+    keep = sorted({int(k) for k in keep_steps or ()})
+    if keep and (keep[0] < 1 or keep[-1] > cfg.steps):
+        raise ConfigError(f"keep_steps must lie in 1..{cfg.steps} (the config's steps); got {keep}")
+    if keep and context().enabled:
+        raise ConfigError("keep_steps is not supported under torchrun; run it in one process")
     if batches is None and context().enabled:
         return generate_sharded(model, cfg, seed, margins=margins, progress=progress, snapshot_every=snapshot_every,
                                 checkpoint_sha256=checkpoint_sha256, callback=callback)
@@ -495,6 +519,7 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
     names = objective.names + ["total"]
     history: dict[str, list[list[float]]] = {n: [] for n in names}
     images, labels, snapshots = [], [], []
+    kept: dict[int, list] = {k: [] for k in keep}
     pending = None
     interrupted = False
     t0 = time.perf_counter()
@@ -576,6 +601,8 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
                             history["total"][-1].append(lv)
                             if snapshot_every and (step % snapshot_every == 0 or step == cfg.steps - 1):
                                 snapshots.append((b, step, x.detach()[:16].cpu().contiguous().clone()))
+                            if step + 1 in kept:
+                                kept[step + 1].append(x.detach().float().cpu().contiguous().clone())
                             if callback is not None:
                                 callback(b, step, values)
                             if bar is not None:
@@ -599,12 +626,15 @@ def generate(model: nn.Module, cfg: GenerationConfig, seed: int = 0, margins: Ma
         if todo:
             raise KeyboardInterrupt("generation interrupted before any batch existed")
         images, labels = [torch.empty(0, *spec.input_size)], [torch.empty(0, dtype=torch.int64)]  # a rank with no batch
-    return SampleSet(
+    out = SampleSet(
         images=torch.cat(images).float(), labels=torch.cat(labels), method=cfg.method, config=asdict(cfg),
         margins=margins.to_dict() if margins is not None else None, history=history, seed=seed, model=spec.name,
         checkpoint_sha256=checkpoint_sha256, version=__version__, interrupted=interrupted,
         precision={"requested": cfg.precision, "resolved": prec, "reason": prec_reason, "device": str(device)},
         seconds=time.perf_counter() - t0, snapshots=snapshots, threads=torch.get_num_threads())
+    if kept and not interrupted:
+        out._kept = {k: torch.cat(v) for k, v in kept.items()}
+    return out
 
 
 def real_samples(model_name: str, n: int, seed: int = 0, data_root: str | None = None) -> SampleSet:

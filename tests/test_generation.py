@@ -249,3 +249,22 @@ def test_cli_generate_json(tmp_path, capsys, data_root):
     assert obj["num_samples"] == 4 and out.is_file() and "sda" in obj["final_loss"]
     rc = main(["generate", "--model", "tiny_bn", "--method", "dsg", "--num-samples", "0", "--out", str(out)])
     assert rc == 2
+
+
+@pytest.mark.parametrize("method", ["zeroq", "dsg"])
+def test_keep_steps_equals_a_shorter_run(tiny, method):
+    """Issue 19's steps curve takes the sets of every step count from one run: the kept images after k steps are
+    bitwise the images of a k-step run (same seed, same threads; the plateau schedule never looks ahead)."""
+    cfg = preset(method, num_samples=6, batch_size=3, steps=12, plateau_patience=2)
+    full = generate(tiny, cfg, seed=5, progress=False, keep_steps=[3, 7])
+    for k in (3, 7):
+        short = generate(tiny, preset(method, num_samples=6, batch_size=3, steps=k, plateau_patience=2), seed=5,
+                         progress=False)
+        at = full.at(k)
+        assert torch.equal(at.images, short.images) and at.config["steps"] == k
+        assert at.history["total"] == short.history["total"]
+    assert full.at(12) is full
+    with pytest.raises(ConfigError, match="no images kept at step 5"):
+        full.at(5)
+    with pytest.raises(ConfigError, match="keep_steps must lie in 1..12"):
+        generate(tiny, cfg, seed=5, progress=False, keep_steps=[13])
