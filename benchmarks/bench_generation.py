@@ -135,14 +135,18 @@ def full_run(a, compile: bool = False) -> dict:
     load0 = os.getloadavg()
     stamps = []
     t, c = time.perf_counter(), time.process_time()
-    s = generate(model, cfg, seed=0, progress=False, callback=lambda b, st, v: stamps.append(time.perf_counter()))
+    s = generate(model, cfg, seed=0, progress=False,
+                 callback=lambda b, st, v: stamps.append((time.perf_counter(), time.process_time())))
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    steps = [b - a_ for a_, b in zip(stamps, stamps[1:])]
+    steps = [b[0] - a_[0] for a_, b in zip(stamps, stamps[1:])]
+    cpu_steps = [b[1] - a_[1] for a_, b in zip(stamps, stamps[1:])]
     floor = statistics.median(floor_step(model, a.full_samples, False, a.steps))
     floor16 = statistics.median(floor_step(model, a.full_samples, True, a.steps))
     return {"method": "dsg", "num_samples": a.full_samples, "batch_size": a.full_samples, "steps": a.full_steps,
-            "compile": compile, "first_step_s": stamps[0] - t if stamps else None,
+            "compile": compile, "first_step_s": stamps[0][0] - t if stamps else None,
+            "first_step_cpu_s": stamps[0][1] - c if stamps else None,
             "median_step_s": statistics.median(steps) if steps else None,
+            "median_step_cpu_s": statistics.median(cpu_steps) if cpu_steps else None,
             "precision": s.precision, "wall_s": wall, "process_cpu_s": cpu, "threads": a.threads,
             "s_per_step": wall / a.full_steps,
             "fp32_floor_s_per_step": floor, "bf16_floor_s_per_step": floor16, "floor_clock": a.clock,
