@@ -482,7 +482,8 @@ NB03 = [
       **per-sample** statistics, and the **correlation between samples**;
     - how to read each diagnostic; every plot below comes with its number for each source and a one-line
       conclusion computed from those numbers;
-    - how real, noise, ZeroQ and DSG samples sit in a t-SNE map of the network's features.
+    - how real, noise, ZeroQ and DSG samples sit in a t-SNE map of the network's features;
+    - whether these diversity scores predict quantized accuracy, across dozens of measured sample sets.
 
     **Settings.** `SETTINGS = "quick"` (the default) uses 128 samples × 200 steps per source — the sets `make demo`
     and `00_quickstart` make, so after either they load at once — and a t-SNE of 512 points. `SETTINGS = "paper"`
@@ -499,8 +500,9 @@ NB03 = [
           """
     from dsg_viz import bn_targets
     from dsg_viz.diagnostics import (collect_features, plot_bn_histograms, plot_correlation_matrices,
-                                     plot_dispersion_curves, plot_eigenspectra, plot_embedding, plot_layer_scores,
-                                     plot_mean_std_scatter, summarize, summary_markdown)
+                                     plot_dispersion_curves, plot_diversity_vs_accuracy, plot_eigenspectra,
+                                     plot_embedding, plot_layer_scores, plot_mean_std_scatter, summarize,
+                                     summary_markdown)
     from dsg_viz.diagnostics import metrics as M
     from dsg_viz.widgets import DiagnosticsConfig, DiagnosticsPanel"""),
     code("""
@@ -599,9 +601,9 @@ NB03 = [
         f"{sc['real']['offdiag_pearson_feature']:.3f}; effective rank {dg['erank_feature']:.1f} vs "
         f"{zq['erank_feature']:.1f} of {summary['n']}). At the distribution level, ZeroQ is {zq['w1']:.3f}σ and DSG "
         f"{dg['w1']:.3f}σ from the BN Gaussians (W1), real images {sc['real']['w1']:.3f}σ: {fit}. {agree} "
-        "Whether more diverse samples also calibrate better is a separate question: `04_quantize` and "
-        "`05_ablation_and_beyond` measure accuracy, and [docs/results.md](../docs/results.md) has the multi-seed "
-        "answer."))
+        "Whether more diverse samples also calibrate better is a separate question: section 7 below puts the "
+        "scores of dozens of measured sample sets beside their accuracy, `04_quantize` and `05_ablation_and_beyond` "
+        "measure accuracy, and [docs/results.md](../docs/results.md) has the multi-seed answer."))
     SUMMARY = {f"{s}: {k}": sc[s][k] for s in ("zeroq", "dsg", "real")
                for k in ("rel_d_mu", "offdiag_pearson_feature", "w1")}"""),
     md("""
@@ -621,6 +623,33 @@ NB03 = [
     report"""),
     code("""
     report.run();"""),
+    md("""
+    ## 7. Does diversity predict accuracy?
+    The scores above describe one run. Across many sample sets — ZeroQ, ZeroQ+CE and DSG after 25 to 500 steps,
+    real images and Gaussian noise, three seeds each (`benchmarks/steps_curve.py`) — does a more diverse set quantize
+    better? Each point is one set: its score beside its top-1 after 3-bit calibration (W3A3). Each panel gives
+    Spearman's ρ with a 95% bootstrap CI twice: **pooled** over all sets, where real-vs-noise-vs-ZeroQ-vs-DSG
+    differences count (and can make any score look predictive), and **within sources**, which asks only whether,
+    among sets of the same method, the more diverse ones are the more accurate. Accuracy is on the validation
+    split (5,000 held-out train images; the network saw them in training, so the levels are higher than on the
+    test split). The numbers are loaded from the committed `docs/results/diversity_accuracy.json`, so this cell
+    takes a second at every setting; `docs/results/diversity_accuracy.md` has the tables for every bit width."""),
+    code("""
+    import json
+
+    STUDY = Path("../docs/results/diversity_accuracy.json")  # python benchmarks/diversity_study.py writes it
+    if STUDY.is_file():
+        study = json.loads(STUDY.read_text(encoding="utf-8"))
+        shown = (study.get("figure_scores", {}).get("W3A3")
+                 or ["rel_d_mu", "offdiag_pearson_feature", "erank_feature", "w1"])
+        display(plot_diversity_vs_accuracy(study["rows"], "calib/W3A3", shown, table=study["table"],
+                                           title=f"{study['n_rows']} sample sets: diversity vs W3A3 accuracy"))
+        display(Markdown("**What the measured sets show** (computed from the committed study):\\n\\n"
+                         + study["reading"]))
+    else:
+        display(Markdown(f"`{STUDY}` is not there yet. Make it with the commands (a long CPU measurement) "
+                         "in `benchmarks/steps_curve.py`'s docstring, then `python benchmarks/steps_curve.py --stage "
+                         "report` and `python benchmarks/diversity_study.py`."))"""),
 ]
 
 # ------------------------------------------------------------------------------------------------------ 04

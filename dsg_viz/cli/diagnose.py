@@ -11,11 +11,12 @@ from ._common import add_common, integer, load_model, number, require_complete, 
 
 def cmd_diagnose(args) -> None:
     from ..diagnostics import metrics as M
-    from ..diagnostics.report import diagnose
+    from ..diagnostics.report import diagnose, load_accuracy
     from .. import _io
     from ..generation import NOT_GIVEN, SampleSet, make_samples, preset
 
     _io.check_output_dir(args.out, "--out")  # before any work
+    accuracy = load_accuracy(args.accuracy) if args.accuracy else None  # read and checked before any work too
     sets = {}
     for f in args.samples or []:  # read (and checked) before the model is built
         s = SampleSet.load(f)
@@ -24,10 +25,20 @@ def cmd_diagnose(args) -> None:
     model, _, sha = load_model(args)
     for key, s in sets.items():
         s.check_fit(model, allow_mismatch=args.allow_mismatch, name=key)
+    sources = [resolve_method_arg(x.strip()) for x in (args.sources or "").split(",") if x.strip()]
+    if accuracy is not None:  # another model/checkpoint, or no source in common: an error before generating
+        import warnings
+
+        from ..diagnostics.report import check_accuracy
+
+        names = list(dict.fromkeys([*sets, *(["real"] if args.real else []), *sources]))
+        with warnings.catch_warnings():  # diagnose() warns once, below, under --allow-mismatch
+            warnings.simplefilter("ignore")
+            check_accuracy(accuracy, model, names, args.allow_mismatch)
     if args.real:
         sets["real"] = make_samples(model, "real", args.real, seed=args.seed, data_root=args.data_root,
                                     progress=False)
-    for src in [resolve_method_arg(x.strip()) for x in (args.sources or "").split(",") if x.strip()]:
+    for src in sources:
         if src in sets:
             continue
         # options not given (None) keep the preset's value; gaussian keeps its 0 steps
@@ -46,9 +57,10 @@ def cmd_diagnose(args) -> None:
     res = diagnose(model, sets, args.out, layer=layer, channel=args.channel, tsne_points=args.tsne_points,
                    perplexity=args.perplexity, seed=args.seed, progress=not args.json,
                    batch_size=forward_batch_size(model.spec, args.batch_size, 256), max_values=args.max_values,
-                   allow_mismatch=args.allow_mismatch)
+                   allow_mismatch=args.allow_mismatch, accuracy=accuracy)
     if args.json:
-        print(json.dumps({"out": str(args.out), "scores": res["scores"], "files": res["files"],
+        extra = {"accuracy": res["accuracy"]["values"]} if accuracy is not None else {}
+        print(json.dumps({"out": str(args.out), "scores": res["scores"], **extra, "files": res["files"],
                           "seconds": round(time.perf_counter() - t0, 1)}))
     else:
         print(M.summary_markdown(res))
@@ -83,5 +95,9 @@ def register(sub) -> None:
                         "subsample; wide layers keep at most 2^21 values in all)")
     q.add_argument("--perplexity", type=number(0, lo_open=True), default=30.0,
                    help="t-SNE perplexity, > 0 (default 30; clipped below a third of the points)")
+    q.add_argument("--accuracy", default=None, metavar="RESULTS.json",
+                   help="a 'dsg-viz compare' results.json of the same model: adds each source's top-1 (mean ± std "
+                        "over seeds, one row per method and bit width) to summary.json, summary.md and report.html; "
+                        "checked before any work")
     q.add_argument("--out", required=True, help="report folder (checked before any work)")
     q.set_defaults(func=cmd_diagnose)

@@ -5,6 +5,9 @@
   per-sample SDA matrix), inter-sample (cosine / Pearson matrices, off-diagonal score, spectrum, effective
   rank), embeddings (t-SNE, PCA), and :func:`summarize` / :func:`summary_markdown`.
 * :mod:`.plots` — ``plot_*`` functions: arrays in, ``matplotlib.figure.Figure`` out, optional ``ax``.
+* :mod:`.study` — does diversity predict accuracy? :func:`rank_correlation` (Spearman ρ, bootstrap CI),
+  :func:`within_group_correlation` (the same inside each source), :func:`study_rows`, :func:`correlation_table`,
+  :func:`study_reading`; plotted by :func:`plot_diversity_vs_accuracy`.
 * :mod:`.report` — :func:`diagnose`: features → scores → figures → ``summary.json``, ``summary.md``, PNGs and
   a self-contained ``report.html``.
 
@@ -25,9 +28,11 @@ from .metrics import (SCORES, Features, batch_offset, collect_features, correlat
                       stack_sources, std_ratio, summarize, summary_markdown, wasserstein_to_gaussian)
 from .plots import (new_figure, plot_bn_histograms, plot_correlation_matrices, plot_dispersion_curves,
                     plot_eigenspectra, plot_embedding, plot_embedding_by_class, plot_image_grid, plot_layer_scores,
-                    plot_loss_curves, plot_loss_curves_by_source, plot_mean_std_scatter, plot_sda_matrix,
-                    source_colors)
-from .report import FIGURES, diagnose
+                    plot_diversity_vs_accuracy, plot_loss_curves, plot_loss_curves_by_source, plot_mean_std_scatter,
+                    plot_sda_matrix, source_colors)
+from .report import FIGURES, diagnose, load_accuracy
+from .study import (DIVERSITY_SIGN, correlation_table, rank_correlation, study_reading, study_rows,
+                    within_group_correlation)
 
 __all__ = [
     "SCORES", "Features", "batch_offset", "collect_features", "correlation_scores", "cosine_matrix", "dispersion",
@@ -37,5 +42,8 @@ __all__ = [
     "new_figure", "plot_bn_histograms", "plot_correlation_matrices", "plot_dispersion_curves", "plot_eigenspectra",
     "plot_embedding", "plot_embedding_by_class", "plot_image_grid", "plot_layer_scores", "plot_loss_curves",
     "plot_loss_curves_by_source", "plot_mean_std_scatter", "plot_sda_matrix", "source_colors",
-    "FIGURES", "diagnose",
+    "plot_diversity_vs_accuracy",
+    "DIVERSITY_SIGN", "correlation_table", "rank_correlation", "study_reading", "study_rows",
+    "within_group_correlation",
+    "FIGURES", "diagnose", "load_accuracy",
 ]

@@ -551,9 +551,24 @@ def summarize(features_by_source: dict[str, Features], targets: BNTargets, refer
     }
 
 
+def accuracy_label(col: str, acc: dict) -> str:
+    """Return the row label of an accuracy column ``method/bits`` of ``summary["accuracy"]``, e.g.
+    ``"top-1 calib W4A4 (test, %)"``."""
+    return f"top-1 {col.replace('/', ' ')} ({acc.get('split', 'test')}, %)"
+
+
+def accuracy_cell(v: dict | None) -> str:
+    """Return ``"mean ± std"`` (2 decimals) of one accuracy entry ``{"mean", "std", "n"}`` (the mean alone for one
+    seed), or ``"–"``."""
+    if not v:
+        return "–"
+    return f"{v['mean']:.2f} ± {v['std']:.2f}" if v["n"] > 1 else f"{v['mean']:.2f}"
+
+
 def summary_markdown(summary: dict, digits: int = 4) -> str:
     """Return the summary as a Markdown table: one row per score, one column per source with the reference
-    (real) first, plus an N(0, 1)-noise column for the inter-sample scores."""
+    (real) first, plus an N(0, 1)-noise column for the inter-sample scores; with ``summary["accuracy"]``
+    (``diagnose(..., accuracy=...)``) also one top-1 row per quantization method and bit width."""
     names = summary["sources"]
     ref = summary.get("reference")
     noise = summary.get("noise_reference", {})
@@ -566,9 +581,19 @@ def summary_markdown(summary: dict, digits: int = 4) -> str:
     for key, label in SCORES.items():
         row = [fmt(summary["scores"][n].get(key)) for n in names] + [fmt(noise.get(key))]
         lines.append(f"| {label.replace('|', chr(92) + '|')} | " + " | ".join(row) + " |")
+    acc = summary.get("accuracy")
+    for col in (acc or {}).get("columns", []):
+        row = [accuracy_cell((acc["values"].get(n) or {}).get(col)) for n in names] + ["–"]
+        lines.append(f"| {accuracy_label(col, acc)} | " + " | ".join(row) + " |")
     note = (f"\n{summary['n']} samples per source; layer-averaged over {len(summary['layers'])} BN layers "
             "(bn_loss: summed). W1/KL/offset/ratio: vs the BN Gaussian N(μ, σ²); D: std over samples of "
             "per-sample stats / σ.")
     if ref is None:
         note += " No reference source: relative dispersion undefined."
+    if acc:
+        st = acc.get("settings", {})
+        note += (f" Top-1 rows: mean ± std over seeds from {acc['file']} ({acc.get('model')}, {acc.get('n_eval')} "
+                 f"{acc['split']} images, FP {acc.get('fp_top1')}), measured on that run's own sets "
+                 f"({st.get('num_samples')} samples, {st.get('steps') or 'preset'} steps, {st.get('seeds')} seed(s)), "
+                 "not on the sets diagnosed here.")
     return "\n".join(lines) + "\n" + note + "\n"

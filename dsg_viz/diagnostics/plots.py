@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 
 from .metrics import SCORES
@@ -431,6 +431,94 @@ def plot_loss_curves_by_source(histories: dict, ax=None, title: str | None = Non
     fig, axes = (new_figure(len(names), panel=(4.6, 3.4)) if ax is None else _panels(len(names), ax))
     for a, n in zip(axes, names):
         plot_loss_curves(histories[n], ax=a, title=n)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------- diversity study
+
+def _rho_text(res) -> str:
+    from .study import format_rho
+
+    return format_rho(res) if res else "–"
+
+
+@_styled
+def plot_diversity_vs_accuracy(rows: Sequence[dict], acc_key: str, score_keys: Sequence[str],
+                               table: dict | None = None, ax=None, ncols: int | None = None,
+                               title: str | None = None, legend: bool = True, n_boot: int = 2000,
+                               seed: int = 0) -> Figure:
+    """Return one scatter panel per diversity score: each sample set's score (x) against its top-1 at ``acc_key``
+    (y), coloured by source (:func:`source_colors`); marker size and opacity grow with the optimization steps
+    (sets with 0 steps — real images, Gaussian noise — are diamonds). Each panel's title gives Spearman's ρ
+    [CI] pooled over sources and within sources (:mod:`dsg_viz.diagnostics.study`).
+
+    Args:
+        rows: :func:`~dsg_viz.diagnostics.study.study_rows` output, ``[{"source", "seed", "steps", <score>,
+            <accuracy key>, ...}]``; rows missing the score or ``acc_key`` are left out of that panel.
+        acc_key: e.g. ``"calib/W3A3"``.
+        score_keys: the scores to plot, one panel each (labels from :data:`~.metrics.SCORES`).
+        table: a :func:`~dsg_viz.diagnostics.study.correlation_table` holding ``acc_key`` (its numbers are shown);
+            ``None`` computes ρ here with ``n_boot`` resamples and ``seed``.
+        ax: ``len(score_keys)`` axes to draw into; ncols: panels per row of a new figure (default up to 4).
+        legend: add the source legend (outside on the right of a constrained-layout figure); ``False`` when
+            composing several calls into one figure, for all but one of them.
+    Panels: ``len(score_keys)``.
+    """
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.lines import Line2D
+
+    from .study import correlation_table
+
+    keys = list(score_keys)
+    if not keys:
+        raise ValueError("score_keys is empty; name at least one score")
+    if table is None or acc_key not in table.get("pooled", {}) or any(s not in table["pooled"][acc_key] for s in keys):
+        table = correlation_table(rows, keys, [acc_key], n_boot=n_boot, seed=seed)
+    sources = list(dict.fromkeys(r["source"] for r in rows))
+    colors = source_colors(sources)
+    pos = [r["steps"] for r in rows if r.get("steps")]
+    lo_k, hi_k = (min(pos), max(pos)) if pos else (1, 1)
+    ncols = ncols or min(len(keys), 4)
+    fig, axes = _panels(len(keys), ax, panel=(3.4, 3.0), ncols=ncols)
+    for a, s in zip(axes, keys):
+        for src in sources:
+            sel = [r for r in rows if r["source"] == src and r.get(s) is not None and r.get(acc_key) is not None]
+            if not sel:
+                continue
+            k = np.array([r.get("steps") or 0 for r in sel], dtype=float)
+            with np.errstate(divide="ignore"):
+                frac = np.clip((np.log(k) - np.log(lo_k)) / max(np.log(hi_k / lo_k), 1e-12), 0, 1) if hi_k > lo_k \
+                    else np.ones_like(k)
+            x = np.array([r[s] for r in sel], dtype=float)
+            y = np.array([r[acc_key] for r in sel], dtype=float)
+            zero = k == 0
+            if (~zero).any():
+                rgba = np.tile(np.array(to_rgba(colors[src])), (int((~zero).sum()), 1))
+                rgba[:, 3] = 0.3 + 0.65 * frac[~zero]
+                a.scatter(x[~zero], y[~zero], s=8 + 52 * frac[~zero], c=rgba, edgecolors="none")
+            if zero.any():
+                a.scatter(x[zero], y[zero], s=34, marker="D", color=colors[src], edgecolors="k", linewidths=0.4)
+        pooled = table["pooled"][acc_key][s]
+        within = table["within"][acc_key][s]
+        a.set_title(f"{SCORES.get(s, s)}\npooled ρ {_rho_text(pooled)}\nwithin sources {_rho_text(within)}",
+                    fontsize="small")
+        a.set_xlabel(s)
+    for a in (axes[::ncols] if ax is None else axes[:1]):
+        a.set_ylabel(f"top-1 (%), {acc_key}")
+    shown = list(dict.fromkeys(r["source"] for r in rows if r.get(acc_key) is not None
+                               and any(r.get(s) is not None for s in keys)))
+    handles = [Line2D([], [], ls="none", color=colors[src], markeredgecolor="k" if zero_only else colors[src],
+                      marker="D" if zero_only else "o", markersize=6, label=src)
+               for src in shown for zero_only in [all(not r.get("steps") for r in rows if r["source"] == src)]]
+    if handles and legend:
+        legend_title = f"source\n(size: steps {lo_k}–{hi_k};\n◆: 0 steps)" if pos else "source"
+        if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+            fig.legend(handles=handles, loc="outside right upper", fontsize="x-small", title=legend_title,
+                       title_fontsize="x-small")
+        else:
+            axes[-1].legend(handles=handles, fontsize="x-small", title=legend_title, title_fontsize="x-small")
     if title:
         fig.suptitle(title)
     return fig

@@ -9,7 +9,12 @@ import base64
 import html
 import io
 import json
+import math
+import os
+import statistics
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +22,7 @@ import torch.nn as nn
 
 from .. import _io
 from ..bn import bn_targets
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from . import metrics as M
 from . import plots as P
 
@@ -69,6 +74,94 @@ FIGURES: dict[str, tuple[str, str]] = {
 }
 
 
+_ACC_FIX = "pass the results.json that 'dsg-viz compare --out DIR' wrote in DIR"
+
+
+def load_accuracy(path: str | os.PathLike) -> dict:
+    """Return the accuracy table of a ``dsg-viz compare`` results file (``DIR/results.json``), to show beside the
+    homogenization scores (``diagnose(..., accuracy=...)``, ``dsg-viz diagnose --accuracy``).
+
+    Returns ``{"file", "model", "checkpoint_sha256", "split", "n_eval", "fp_top1", "settings", "columns":
+    ["calib/W4A4", ...], "values": {source: {column: {"mean", "std", "n"}}}}``: top-1 (%) per source and
+    ``method/bits`` column, mean and std over the seeds of the finished cells (a partial run's cells count too).
+    ``settings``: the run's ``num_samples``, ``steps``, ``seeds``, ``calibration``, ``convention``.
+
+    Raises :class:`~dsg_viz.errors.DataError` naming the file and the fix when it is missing, not JSON, not a
+    compare results file, or holds no finished cell.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"accuracy file {str(path)!r} does not exist; {_ACC_FIX}")
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"accuracy file {str(path)!r} is not a readable JSON file ({type(e).__name__}); "
+                        f"{_ACC_FIX}") from None
+    cells = res.get("cells") if isinstance(res, dict) else None
+    cfg = res.get("config", {}) if isinstance(res, dict) else None
+    ok = isinstance(cells, dict) and isinstance(cfg, dict)
+    parsed = []
+    if ok:
+        for key, c in cells.items():
+            parts = key.split("|") if isinstance(key, str) else []
+            top1 = c.get("top1") if isinstance(c, dict) else None
+            if (len(parts) != 4 or not parts[3].startswith("seed") or isinstance(top1, bool)
+                    or not isinstance(top1, (int, float)) or not math.isfinite(top1)):
+                ok = False
+                break
+            parsed.append((parts[0], parts[1], parts[2], float(top1)))
+    if not ok:
+        raise DataError(f"accuracy file {str(path)!r} is not a dsg_viz compare results file (it needs 'config' and "
+                        f"'cells' of 'method|source|bits|seedN': {{'top1': ...}}); {_ACC_FIX}")
+    if not parsed:
+        raise DataError(f"accuracy file {str(path)!r} holds no finished cell yet; let 'dsg-viz compare' finish at "
+                        "least one (rerunning its command resumes it), then pass the file again")
+    acc: dict = {}
+    columns: dict = {}
+    for method, src, bits, top1 in parsed:
+        col = f"{method}/{bits}"
+        columns.setdefault(col, None)
+        acc.setdefault(src, {}).setdefault(col, []).append(top1)
+    fp = res.get("fp") if isinstance(res.get("fp"), dict) else {}
+    return {
+        "file": str(path), "model": cfg.get("model"), "checkpoint_sha256": cfg.get("checkpoint_sha256"),
+        "split": cfg.get("eval_split", "test"), "n_eval": fp.get("n"), "fp_top1": fp.get("top1"),
+        "settings": {k: cfg.get(k) for k in ("num_samples", "steps", "seeds", "calibration", "convention")},
+        "columns": list(columns),
+        "values": {s: {c: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                           "n": len(v)} for c, v in cc.items()} for s, cc in acc.items()},
+    }
+
+
+def check_accuracy(acc: dict, model: nn.Module, names, allow_mismatch: bool) -> dict:
+    """Return the :func:`load_accuracy` table restricted to ``names``; raise DataError when it was made for another
+    model/checkpoint (a warning with ``allow_mismatch``) or shares no source with ``names``."""
+    if not isinstance(acc, dict) or not {"file", "columns", "values"} <= set(acc):
+        raise ConfigError("accuracy must be a path to a 'dsg-viz compare' results.json or load_accuracy(path)'s dict")
+    f = acc["file"]
+    spec = getattr(model, "spec", None)
+    problems = []
+    if spec is not None and acc.get("model") and acc["model"] != spec.name:
+        problems.append(f"it holds accuracy of {acc['model']} and this model is {spec.name}")
+    sha = getattr(model, "checkpoint_sha256", None)
+    if not problems and sha and acc.get("checkpoint_sha256") and acc["checkpoint_sha256"] != sha:
+        problems.append(f"it was measured with checkpoint sha256 {acc['checkpoint_sha256'][:12]}… and this model's "
+                        f"is {sha[:12]}…")
+    if problems:
+        msg = f"accuracy file {f!r}: {'; '.join(problems)}"
+        if not allow_mismatch:
+            raise DataError(msg + "; pass the results of a 'dsg-viz compare' run of this model and checkpoint, or "
+                            "--allow-mismatch (allow_mismatch=True) for a deliberate cross-model study")
+        from ..generation import SampleMismatchWarning
+
+        warnings.warn(msg + " (allowed: --allow-mismatch)", SampleMismatchWarning, stacklevel=3)
+    common = [n for n in names if n in acc["values"]]
+    if not common:
+        raise DataError(f"accuracy file {f!r} has accuracy of {', '.join(sorted(acc['values']))} but none of the "
+                        f"diagnosed sources ({', '.join(names)}); pass a compare run of the same sources")
+    return {**acc, "values": {n: acc["values"].get(n) for n in names}}
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -106,7 +199,19 @@ def _summary_html(summary: dict) -> str:
         vals = [summary["scores"][n].get(key) for n in names] + [noise.get(key)]
         cells = "".join(f"<td>{'–' if v is None else f'{v:.4g}'}</td>" for v in vals)
         rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
-    return (f"<table><tr><th>score</th>{head}<th>N(0,1) noise</th></tr>{''.join(rows)}</table>")
+    acc = summary.get("accuracy")
+    for col in (acc or {}).get("columns", []):
+        cells = "".join(f"<td>{html.escape(M.accuracy_cell((acc['values'].get(n) or {}).get(col)))}</td>"
+                        for n in names)
+        rows.append(f"<tr class='acc'><th>{html.escape(M.accuracy_label(col, acc))}</th>{cells}<td>–</td></tr>")
+    note = ""
+    if acc:
+        st = acc.get("settings", {})
+        note = (f"<p>Accuracy rows: mean ± std over seeds from <code>{html.escape(acc['file'])}</code> "
+                f"({html.escape(str(acc.get('model')))}, {acc.get('n_eval')} {html.escape(str(acc['split']))} "
+                f"images, FP {acc.get('fp_top1')}; its own sets: {st.get('num_samples')} samples, "
+                f"{st.get('steps') or 'preset'} steps, {st.get('seeds')} seed(s)), not the sets diagnosed here.</p>")
+    return (f"<table><tr><th>score</th>{head}<th>N(0,1) noise</th></tr>{''.join(rows)}</table>{note}")
 
 
 def _per_layer_html(summary: dict, keys=("w1", "offset", "std_ratio", "d_mu", "d_sigma")) -> str:
@@ -167,7 +272,7 @@ N(0,1) reference.</p>
 
 def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: int = 0, tsne_points: int = 2000,
              perplexity: float = 30.0, seed: int = 0, progress: bool = True, batch_size: int = 256,
-             max_values: int = 20_000, allow_mismatch: bool = False) -> dict:
+             max_values: int = 20_000, allow_mismatch: bool = False, accuracy=None) -> dict:
     """Diagnose homogenization of several sample sets under ``model``; write the report; return the summary.
 
     Args:
@@ -184,7 +289,12 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
         batch_size, max_values: see :func:`dsg_viz.diagnostics.metrics.collect_features`.
         allow_mismatch: use sets made for another model or checkpoint, with a warning (a deliberate cross-model
             study); by default a mismatch raises :class:`~dsg_viz.errors.DataError`
-            (:meth:`~dsg_viz.generation.SampleSet.check_fit`). A wrong input shape always raises.
+            (:meth:`~dsg_viz.generation.SampleSet.check_fit`). A wrong input shape always raises. Also applies to
+            ``accuracy``.
+        accuracy: ``None``, a ``dsg-viz compare`` ``results.json`` path or :func:`load_accuracy`'s dict: its top-1
+            per source (mean ± std over seeds, one row per ``method/bits``) is added to the summary
+            (``summary["accuracy"]``, rows of ``summary.md`` and ``report.html``). Checked before any work: a bad
+            file, another model or checkpoint, or no source in common raises :class:`~dsg_viz.errors.DataError`.
 
     Returns the :func:`~dsg_viz.diagnostics.metrics.summarize` dict plus ``meta`` (settings, timings) and
     ``files`` (``{name: path}``).
@@ -201,6 +311,10 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
         if hasattr(s, "check_fit"):
             s.check_fit(model, allow_mismatch=allow_mismatch, name=name)
     names = list(sample_sets)
+    if accuracy is not None:
+        if isinstance(accuracy, (str, os.PathLike)):
+            accuracy = load_accuracy(accuracy)
+        accuracy = check_accuracy(accuracy, model, names, allow_mismatch)
     n = min(len(s) for s in sample_sets.values())
     if n < 2:
         raise ConfigError(f"diagnose needs at least 2 samples per source (smallest set has {n})")
@@ -238,6 +352,8 @@ def diagnose(model: nn.Module, sample_sets: dict, out_dir, layer=None, channel: 
         t0 = time.perf_counter()
         summary = M.summarize(feats, targets, reference="real", seed=seed)
         order = summary["sources"]  # reference first
+        if accuracy is not None:
+            summary["accuracy"] = {**accuracy, "values": {s: accuracy["values"].get(s) for s in order}}
         sda = {s: M.sda_matrix(feats[s].mean, feats[s].std, targets, getattr(sample_sets[s], "margins", None))
                for s in order}
         k_px = {s: M.cosine_matrix(feats[s].images) for s in order}
