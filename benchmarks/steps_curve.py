@@ -168,6 +168,37 @@ def run(args) -> None:
             _atomic_json(path, rec)
 
 
+def to_cache(args) -> None:
+    """Put every full-length generated set (the largest step count) into the shared sample cache
+    (:mod:`dsg_viz.cache`, the key ``dsg-viz compare`` computes for the same preset, sample count, seed and resolved
+    precision), so that the test-split table of the same sets loads them instead of generating them again."""
+    from dataclasses import asdict
+
+    from dsg_viz import cache, create_model
+    from dsg_viz.data import resolve_data_root
+    from dsg_viz.generation import SampleSet, preset
+
+    ckpt = str(resolve_data_root(args.data_root) / "models" / "cifar10" / CKPT)
+    model = create_model("resnet20_cifar10", ckpt)
+    name, ident = cache.model_identity(model)
+    kmax = max(int(s) for s in args.steps.split(","))
+    for f in sorted(SETS.glob(f"*-k{kmax}.pt")):
+        s = SampleSet.load(f)
+        cfg = preset(s.method, num_samples=len(s))
+        if json.dumps(asdict(cfg), sort_keys=True, default=str) != json.dumps(s.config, sort_keys=True, default=str):
+            print(f"{f.name}: its config is not preset {s.method!r} at {len(s)} samples; not cached")
+            continue
+        key = cache.sample_key(name, ident, cfg, len(s), s.seed, s.version, s.precision.get("resolved"))
+        path = cache.cache_path(key, s.method, len(s), s.seed, name)
+        if path.exists():
+            print(f"{f.name}: already in the cache ({path})")
+            continue
+        if not ident.startswith("weights:"):
+            s.checkpoint_sha256 = ident
+        s.save(path, grid=False)
+        print(f"{f.name} -> {path}")
+
+
 # ------------------------------------------------------------------------------------------- report
 
 def _ms(v: list[float]) -> tuple[float, float]:
@@ -287,7 +318,7 @@ def report(args) -> None:
 def main(argv=None) -> int:
     global CELLS, SETS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", choices=("run", "report"), default="run")
+    p.add_argument("--stage", choices=("run", "report", "cache"), default="run")
     p.add_argument("--sources", default="zeroq,zeroq+ce,dsg,real,gaussian")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", default="25,50,100,200,300,500")
@@ -304,6 +335,8 @@ def main(argv=None) -> int:
     CELLS, SETS = Path(args.work) / "cells", Path(args.work) / "sets"
     if args.stage == "report":
         report(args)
+    elif args.stage == "cache":
+        to_cache(args)
     else:
         run(args)
     return 0
