@@ -426,4 +426,4 @@ def _parse_list(s: str) -> tuple[str, ...]:
 
 # settings of `dsg-viz demo`: the embedded default, sized to finish within ~5 minutes on 2 cores
 DEMO = dict(model="resnet20_cifar10", checkpoint_file="resnet20_cifar10_jpeg.pt", sources=DEMO_SOURCES,
-            bits=("W4A4", "W6A6"), seeds=1, num_samples=128, steps=200, batch_size=128)
+            bits=("W4A4", "W6A6"), seeds=1, num_samples=128, steps=50, batch_size=128)

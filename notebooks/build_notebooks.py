@@ -92,14 +92,16 @@ NB00 = [
     The model is the ResNet-20 fine-tuned on the JPEG CIFAR-10 images of the data root
     (`DSG_VIZ_DATA_ROOT`, e.g. `../shared`).
 
-    **Settings.** `SETTINGS = "quick"` (the default) generates 128 samples × 200 steps per source — exactly the
+    **Settings.** `SETTINGS = "quick"` (the default) generates 128 samples × 50 steps per source — exactly the
     sets `make demo` makes, so after `make demo` they load at once — and scores every quantized model on a fixed
     subset of 2,000 test images. `SETTINGS = "paper"` uses the paper's 256 samples × 500 steps and all 10,000 test
-    images. The first cell prints the time each takes, measured on 2 CPU cores.
+    images. The first cell prints the time each takes, measured on 2 CPU cores. Why 50 steps: measured on the
+    validation split, 3 seeds, 50-step ZeroQ and DSG sets calibrate W4A4 and W3A3 within about half a point of the
+    500-step sets — closer than 100 or 200 steps do (`docs/results/steps_curve.md`, `docs/img/steps_curve.png`).
     """, CACHE_NOTE),
     params("""
     NUM_SAMPLES = {"smoke": 16, "quick": 128, "paper": 256}[MODE]    # calibration images per source
-    STEPS = {"smoke": 4, "quick": 200, "paper": None}[MODE]          # optimization steps; None = the preset's 500
+    STEPS = {"smoke": 4, "quick": 50, "paper": None}[MODE]          # optimization steps; None = the preset's 500
     BATCH_SIZE = {"smoke": 16, "quick": 128, "paper": None}[MODE]    # None = the preset's 64
     EVAL_LIMIT = {"smoke": 200, "quick": 2000, "paper": None}[MODE]  # a fixed subset of the test split; None = all 10,000
     BITS = ("W4A4",) if SMOKE else ("W4A4", "W3A3")
@@ -186,7 +188,7 @@ NB00 = [
         "`zeroq+ce`, reconstruction, QAT) is in [docs/results.md](../docs/results.md). "
         f"At {low} this run {agree} that result (DSG − ZeroQ {d_low:+.2f})."))"""),
     md("""
-    **Quick vs paper.** `quick` uses 128 instead of 256 samples, 200 instead of 500 steps (batch 128 instead of
+    **Quick vs paper.** `quick` uses 128 instead of 256 samples, 50 instead of 500 steps (batch 128 instead of
     64) and 2,000 instead of 10,000 test images. The table puts this run's numbers beside the ones measured at
     each settings on the same machine (seed 0)."""),
     code("""
@@ -320,17 +322,17 @@ NB02 = [
     - how to change ε (the margin quantile), the LSE and SCI weights, the steps and the seed in a panel and rerun;
     - how correlated the samples are, in pixels and in the network's features, compared at equal size.
 
-    **Settings.** `SETTINGS = "quick"` (the default) generates 64 samples × 200 steps per method, the panel's own
+    **Settings.** `SETTINGS = "quick"` (the default) generates 64 samples × 50 steps per method, the panel's own
     default size, so the panel's first run loads the notebook's DSG set from the cache. `SETTINGS = "paper"` uses the
-    paper's 256 samples × 500 steps for the sets above the panel (the panel stays at 64 × 200 so that clicking Run
+    paper's 256 samples × 500 steps for the sets above the panel (the panel stays at 64 × 50 so that clicking Run
     stays quick). The first cell prints the measured time of each.
     """, CACHE_NOTE),
     params("""
     NUM_SAMPLES = {"smoke": 16, "quick": 64, "paper": 256}[MODE]
-    STEPS = {"smoke": 4, "quick": 200, "paper": None}[MODE]       # None = the preset's 500
+    STEPS = {"smoke": 4, "quick": 50, "paper": None}[MODE]       # None = the preset's 500
     BATCH_SIZE = {"smoke": 16, "quick": 64, "paper": None}[MODE]  # None = the preset's 64
     PANEL_SAMPLES = 8 if SMOKE else 64                            # the panel's default size: quick enough to click
-    PANEL_STEPS = 3 if SMOKE else 200"""),
+    PANEL_STEPS = 3 if SMOKE else 50"""),
     setup("02_zeroq_vs_dsg", 'f"{NUM_SAMPLES} samples × {STEPS or 500} steps per method"', """
     import pandas as pd
     from matplotlib.ticker import MaxNLocator
@@ -464,8 +466,8 @@ NB02 = [
     SUMMARY = {f"{k}: {c}": float(corr.loc[k, c]) for k in ("zeroq (notebook)", "dsg (notebook)")
                for c in ("features: mean |Pearson|", "pixels: mean |cos|")}"""),
     md("""
-    **Quick vs paper.** `quick` generates the notebook's sets with 64 instead of 256 samples and 200 instead of 500
-    steps (the panel stays at 64 × 200 in both). Beside this run's numbers for the notebook's two sets, the ones
+    **Quick vs paper.** `quick` generates the notebook's sets with 64 instead of 256 samples and 50 instead of 500
+    steps (the panel stays at 64 × 50 in both). Beside this run's numbers for the notebook's two sets, the ones
     measured at each settings on the same machine (seed 0):"""),
     code("""
     display(Markdown(nu.quick_vs_paper(SUMMARY, "02_zeroq_vs_dsg", MODE)))"""),
@@ -485,13 +487,13 @@ NB03 = [
     - how real, noise, ZeroQ and DSG samples sit in a t-SNE map of the network's features;
     - whether these diversity scores predict quantized accuracy, across dozens of measured sample sets.
 
-    **Settings.** `SETTINGS = "quick"` (the default) uses 128 samples × 200 steps per source — the sets `make demo`
+    **Settings.** `SETTINGS = "quick"` (the default) uses 128 samples × 50 steps per source — the sets `make demo`
     and `00_quickstart` make, so after either they load at once — and a t-SNE of 512 points. `SETTINGS = "paper"`
     uses 256 samples × 500 steps and 1,000 t-SNE points. The first cell prints the measured time of each.
     """, CACHE_NOTE),
     params("""
     NUM_SAMPLES = {"smoke": 16, "quick": 128, "paper": 256}[MODE]
-    STEPS = {"smoke": 4, "quick": 200, "paper": None}[MODE]        # None = the preset's 500
+    STEPS = {"smoke": 4, "quick": 50, "paper": None}[MODE]        # None = the preset's 500
     BATCH_SIZE = {"smoke": 16, "quick": 128, "paper": None}[MODE]  # None = the preset's 64
     MAX_VALUES = 2000 if SMOKE else 20000                          # BN-input values kept per channel
     TSNE_POINTS = {"smoke": 64, "quick": 512, "paper": 1000}[MODE]  # t-SNE points over all sources
@@ -607,7 +609,7 @@ NB03 = [
     SUMMARY = {f"{s}: {k}": sc[s][k] for s in ("zeroq", "dsg", "real")
                for k in ("rel_d_mu", "offdiag_pearson_feature", "w1")}"""),
     md("""
-    **Quick vs paper.** `quick` uses 128 instead of 256 samples and 200 instead of 500 steps (and 512 instead of
+    **Quick vs paper.** `quick` uses 128 instead of 256 samples and 50 instead of 500 steps (and 512 instead of
     1,000 t-SNE points). Beside this run's numbers, the ones measured at each settings on the same machine (seed 0);
     the effective rank is left out because it is counted out of the number of samples:"""),
     code("""
@@ -666,14 +668,14 @@ NB04 = [
     - the accuracy of each calibration source at several bit widths, in a panel;
     - the layer convention switch: `zeroq` (every layer at the same bits) vs `brecq` (first and last layer at 8 bits).
 
-    **Settings.** `SETTINGS = "quick"` (the default) uses 64 samples × 200 steps per source (the sets of
+    **Settings.** `SETTINGS = "quick"` (the default) uses 64 samples × 50 steps per source (the sets of
     `02_zeroq_vs_dsg`) and a fixed subset of 2,000 test images. `SETTINGS = "paper"` uses 256 samples × 500 steps and
     all 10,000 test images (the panel then shows a first look on the 2,000-image subset before the full table). The
     first cell prints the measured time of each.
     """, CACHE_NOTE),
     params("""
     NUM_SAMPLES = {"smoke": 16, "quick": 64, "paper": 256}[MODE]
-    STEPS = {"smoke": 4, "quick": 200, "paper": None}[MODE]         # None = the preset's 500
+    STEPS = {"smoke": 4, "quick": 50, "paper": None}[MODE]         # None = the preset's 500
     BATCH_SIZE = {"smoke": 16, "quick": 64, "paper": None}[MODE]    # None = the preset's 64
     EVAL_LIMIT = {"smoke": 200, "quick": 2000, "paper": None}[MODE]  # a fixed subset of the test split; None = all 10,000
     BITS = {"smoke": ("W4A4",), "quick": ("W4A4",), "paper": ("W4A4", "W3A3", "W6A6")}[MODE]
@@ -791,7 +793,7 @@ NB04 = [
     SUMMARY = {f"W4A4 {s} ({c})": float(conventions.loc[s, c]) for s in conventions.index for c in conventions.columns}
     SUMMARY |= {f"W4A4 dsg, {m}": float(methods.loc[m, "top-1 (%)"]) for m in methods.index}"""),
     md("""
-    **Quick vs paper.** `quick` uses 64 instead of 256 samples, 200 instead of 500 steps and 2,000 instead of
+    **Quick vs paper.** `quick` uses 64 instead of 256 samples, 50 instead of 500 steps and 2,000 instead of
     10,000 test images. Beside this run's numbers, the ones measured at each settings on the same machine (seed 0):"""),
     code("""
     display(Markdown(nu.quick_vs_paper(SUMMARY, "04_quantize", MODE)))"""),
@@ -812,7 +814,7 @@ NB05 = [
     - where generator-based DSG with quantization-aware training (QAT) fits in (`dsg_viz.qat`, run from the command
       line).
 
-    **Settings.** `SETTINGS = "quick"` (the default) uses 64 samples × 200 steps per variant (the ZeroQ and DSG sets
+    **Settings.** `SETTINGS = "quick"` (the default) uses 64 samples × 50 steps per variant (the ZeroQ and DSG sets
     are those of `02_zeroq_vs_dsg`), a fixed subset of 2,000 test images, and AdaRound with 50 steps per layer.
     `SETTINGS = "paper"` uses 256 samples × 500 steps, all 10,000 test images, and AdaRound and BRECQ with this
     package's CPU schedule (200 steps per unit; the papers use 20,000). Seven generated variants make this the
@@ -820,7 +822,7 @@ NB05 = [
     """, CACHE_NOTE),
     params("""
     NUM_SAMPLES = {"smoke": 16, "quick": 64, "paper": 256}[MODE]
-    STEPS = {"smoke": 4, "quick": 200, "paper": None}[MODE]          # None = each preset's 500
+    STEPS = {"smoke": 4, "quick": 50, "paper": None}[MODE]          # None = each preset's 500
     BATCH_SIZE = {"smoke": 16, "quick": 64, "paper": None}[MODE]     # None = each preset's (64; dsg-official 40)
     EVAL_LIMIT = {"smoke": 200, "quick": 2000, "paper": None}[MODE]  # a fixed subset of the test split; None = all 10,000
     MAX_VALUES = 2000 if SMOKE else 20000
@@ -919,7 +921,7 @@ NB05 = [
     SUMMARY |= {f"dispersion {v}": float(div[v]) for v in ABLATION}
     SUMMARY |= {f"{m} − calib, {s}": g for m, gs in gains.items() for s, g in gs.items()}"""),
     md("""
-    **Quick vs paper.** `quick` uses 64 instead of 256 samples, 200 instead of 500 steps, 2,000 instead of 10,000
+    **Quick vs paper.** `quick` uses 64 instead of 256 samples, 50 instead of 500 steps, 2,000 instead of 10,000
     test images and 50 instead of 200 reconstruction steps per unit (AdaRound only). Beside this run's numbers, the
     ones measured at each settings on the same machine (seed 0):"""),
     code("""
