@@ -228,11 +228,34 @@ def table(res: dict) -> tuple[dict, list[str], list[str]]:
             for m, v in c.get("scores", {}).items():
                 if v is not None:
                     d.setdefault(m, []).append(v)
+    # an accuracy measured at fewer than two step counts of a generated source is no curve (e.g. a W2A4 cell of an
+    # aborted first run): left out
+    keys = {m for m in keys if sum(1 for s, d in agg.items() if s not in ("real", "gaussian")
+                                   for k, v in d.items() if v.get(m)) >= 2}
     order = ["calib/W4A4", "calib/W3A3", "calib/W2A4", "brecq/W4A4", "brecq/W3A3"]
     acc_keys = [k for k in order if k in keys] + sorted(keys - set(order))
     sources = [s for s in ("zeroq", "zeroq+ce", "dsg", "dsg-tuned", "real", "gaussian") if s in agg] + \
         sorted(set(agg) - {"zeroq", "zeroq+ce", "dsg", "dsg-tuned", "real", "gaussian"})
     return agg, acc_keys, sources
+
+
+def per_seed(res: dict, source: str) -> dict:
+    """``{steps: {acc key: {seed: top-1}}}`` of one source."""
+    out: dict = {}
+    for r in res["runs"]:
+        if r["source"] == source:
+            for k, c in r["cells"].items():
+                for m, v in c.get("acc", {}).items():
+                    out.setdefault(int(k), {}).setdefault(m, {})[r["seed"]] = v
+    return out
+
+
+def paired(a: dict, b: dict) -> dict | None:
+    """Per-seed ``b − a`` over the seeds both have (benchmarks/paired_table.py's test)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from paired_table import paired as _paired
+
+    return _paired(a, b)
 
 
 def markdown(res: dict) -> str:
@@ -258,6 +281,19 @@ def markdown(res: dict) -> str:
                 digits = 2 if m in acc_keys else 3
                 cells.append(f"{mu:.{digits}f} ± {sd:.{digits}f}" + (f" ({len(v)})" if len(v) < n_all else ""))
             lines.append(f"| {s} | {k} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences per seed on the validation split (B − A over the seeds both have; same seed = same "
+                  "random start and labels): mean ± std, per-seed values, paired t-test p, seeds with B > A.", "",
+              "| B − A | steps | bits | mean ± std | per seed | p | B > A |", "|---|---:|---|---|---|---|---|"]
+    for a_, b_ in (("zeroq", "dsg"), ("zeroq+ce", "dsg"), ("zeroq", "zeroq+ce")):
+        for k in sorted(set(per_seed(res, a_)) & set(per_seed(res, b_))):
+            for m in acc_keys:
+                pr = paired(per_seed(res, a_)[k].get(m, {}), per_seed(res, b_)[k].get(m, {}))
+                if pr is None:
+                    continue
+                sd = f" ± {pr['std']:.2f}" if pr["std"] is not None else ""
+                pv = f"{pr['p']:.3f}" if pr["p"] is not None else "–"
+                lines.append(f"| {b_} − {a_} | {k} | {m} | {pr['mean']:+.2f}{sd} | "
+                             + ", ".join(f"{x:+.2f}" for x in pr["diff"]) + f" | {pv} | {pr['positive']}/{pr['n']} |")
     gens = {}
     for r in res["runs"]:
         if r.get("gen_seconds") and r["source"] not in ("gaussian", "real"):
@@ -293,6 +329,9 @@ def plot(res: dict):
             if s in agg and agg[s].get(0, {}).get(m):
                 ax.axhline(_ms(agg[s][0][m])[0], ls=ls, color=colors[s], lw=1, label=f"{s} (reference)")
         ax.set_xscale("log")
+        ticks = sorted({k for s in gen for k in agg[s] if k > 0})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("optimization steps")
         ax.set_title(m.replace("/", " "))
         ax.grid(alpha=0.3)
