@@ -281,6 +281,24 @@ def markdown(res: dict) -> str:
                 digits = 2 if m in acc_keys else 3
                 cells.append(f"{mu:.{digits}f} ± {sd:.{digits}f}" + (f" ({len(v)})" if len(v) < n_all else ""))
             lines.append(f"| {s} | {k} | " + " | ".join(cells) + " |")
+    kmax = max((k for src in sources for k in agg[src]), default=0)
+    hs = ["rel_d_mu", "rel_d_sigma", "w1", "offdiag_pearson_feature", "erank_feature", "offdiag_cos_pixel"]
+    lines += ["", f"Homogenization of the full-length ({kmax}-step) sets and of the references, mean ± std over the "
+                  "seeds (`dsg_viz.diagnostics.metrics.summarize` against 256 real train images, seed 0): relative "
+                  "dispersion of the per-sample BN means and stds (real = 1; higher = more diverse), W1 of the BN "
+                  "inputs to the BN Gaussian (σ units; 0 = exactly on it), mean |Pearson| between samples' "
+                  "penultimate features and the effective rank of their cosine matrix (higher = more diverse), mean |cos| between samples' pixels.", "",
+              "| source | steps | " + " | ".join(f"`{h}`" for h in hs) + " |", "|---|---:|" + "---:|" * len(hs)]
+    for src in sources:
+        k = 0 if src in ("real", "gaussian") else kmax
+        d = agg[src].get(k)
+        if not d:
+            continue
+        cells = []
+        for h in hs:
+            v = d.get(h)
+            cells.append("—" if not v else f"{_ms(v)[0]:.3f} ± {_ms(v)[1]:.3f}" + (f" ({len(v)})" if len(v) < n_all else ""))
+        lines.append(f"| {src} | {k} | " + " | ".join(cells) + " |")
     lines += ["", "Paired differences per seed on the validation split (B − A over the seeds both have; same seed = same "
                   "random start and labels): mean ± std, per-seed values, paired t-test p, seeds with B > A.", "",
               "| B − A | steps | bits | mean ± std | per seed | p | B > A |", "|---|---:|---|---|---|---|---|"]
