@@ -282,6 +282,26 @@ def markdown(res: dict) -> str:
                 cells.append(f"{mu:.{digits}f} ± {sd:.{digits}f}" + (f" ({len(v)})" if len(v) < n_all else ""))
             lines.append(f"| {s} | {k} | " + " | ".join(cells) + " |")
     kmax = max((k for src in sources for k in agg[src]), default=0)
+    gen_src = [x for x in sources if x not in ("real", "gaussian")]
+    calib = [m for m in acc_keys if m.startswith("calib/")]
+    ks = sorted({k for x in gen_src for k in agg[x] if 0 < k < kmax})
+    if gen_src and calib and ks:
+        lines += ["", f"**Gap to {kmax} steps** (the choice of the notebooks' `quick` step count): per source and step "
+                      f"count, the mean over seeds of top-1 at k steps minus top-1 at {kmax} steps of the same seed "
+                      "(calibration only), and the largest |gap| over the sources.", "",
+                  "| steps | " + " | ".join(f"{x} {m.split('/')[1]}" for x in gen_src for m in calib)
+                  + " | largest abs. gap |", "|---:|" + "---:|" * (len(gen_src) * len(calib) + 1)]
+        ps = {x: per_seed(res, x) for x in gen_src}
+        for k in ks:
+            gaps = []
+            for x in gen_src:
+                for m in calib:
+                    a_, b_ = ps[x].get(k, {}).get(m, {}), ps[x].get(kmax, {}).get(m, {})
+                    seeds_ = sorted(set(a_) & set(b_))
+                    gaps.append(statistics.mean(a_[q] - b_[q] for q in seeds_) if seeds_ else None)
+            real_gaps = [abs(g) for g in gaps if g is not None]
+            lines.append(f"| {k} | " + " | ".join("—" if g is None else f"{g:+.2f}" for g in gaps)
+                         + f" | {max(real_gaps):.2f} |" if real_gaps else f"| {k} | " + " | ".join("—" for _ in gaps) + " | — |")
     hs = ["rel_d_mu", "rel_d_sigma", "w1", "offdiag_pearson_feature", "erank_feature", "offdiag_cos_pixel"]
     lines += ["", f"Homogenization of the full-length ({kmax}-step) sets and of the references, mean ± std over the "
                   "seeds (`dsg_viz.diagnostics.metrics.summarize` against 256 real train images, seed 0): relative "
