@@ -25,7 +25,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -ra
 
 # JupyterLab + headless Chromium (system /usr/bin/chromium, never downloaded) running all six notebooks at their quick
-# settings (DSG_VIZ_BROWSER_SETTINGS=smoke: a few steps) and clicking every panel's Run button; writes
+# settings (CI: DSG_VIZ_BROWSER_SETTINGS=smoke, a few steps) and clicking every panel's Run button; writes
 # docs/img/notebook_NN.png and docs/img/notebook_panel.png
 test-browser: $(BIN)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[browser]'

@@ -69,7 +69,7 @@ def announce(notebook: str, mode: str, what: str = "", log=print) -> None:
     if mode == "smoke":
         line = "smoke mode (DSG_VIZ_SMOKE=1): a few steps and images only, so that tests and the docs build run fast"
     else:
-        cold, warm = EXPECTED_TIMES.get(notebook, {}).get(mode, (None, None))
+        cold, warm = recorded_times(notebook, mode) or EXPECTED_TIMES.get(notebook, {}).get(mode, (None, None))
         name = {"quick": "quick settings", "paper": "the paper's settings"}[mode]
         line = (f"SETTINGS = {mode!r}: {name}" + (f" ({what})" if what else "")
                 + f". Expected on 2 CPU cores: {_minutes(cold)} from a cold sample cache, {_minutes(warm)} when the "
@@ -405,6 +405,24 @@ def recorded_runs(notebook: str, path: str | os.PathLike = RECORDED) -> dict:
         if isinstance(rec, dict) and rec.get("summary"):
             out[mode] = {"summary": rec["summary"], "date": rec.get("date", "")}
     return out
+
+
+def recorded_times(notebook: str, mode: str, path: str | os.PathLike | None = None) -> tuple | None:
+    """Return ``(cold, warm)`` median wall seconds of ``notebook`` at ``mode`` recorded by
+    ``benchmarks/bench_notebooks.py`` in ``path`` (``None`` for a side not measured), or ``None`` when nothing is
+    recorded (a missing or unreadable file, e.g. an installed package away from the repository)."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    try:
+        rec = json.loads(Path(RECORDED if path is None else path).read_text())["notebooks"][notebook][mode]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    med = [statistics.median(rec[k]) if rec.get(k) else None for k in ("cold", "warm")]
+    if med[0] is None and rec.get("cold_estimate"):
+        med[0] = rec["cold_estimate"]
+    return None if med == [None, None] else tuple(med)
 
 
 def quick_vs_paper(summary: dict, notebook: str, mode: str, path: str | os.PathLike = RECORDED,

@@ -16,7 +16,7 @@ It saves one screenshot per notebook, ``docs/img/notebook_NN.png`` (the cell tha
 and ``docs/img/notebook_panel.png`` (the generation panel of 02, shown in the README).
 
 Settings: ``quick`` (the notebooks' default) unless ``DSG_VIZ_BROWSER_SETTINGS=smoke`` (then ``DSG_VIZ_SMOKE=1``: a
-few steps, for a fast local check). The kernels inherit ``OMP_NUM_THREADS`` (on a machine shared with other jobs, 1
+few steps: what CI runs, for time; screenshots then go to the test's tmp folder, not docs/img). The kernels inherit ``OMP_NUM_THREADS`` (on a machine shared with other jobs, 1
 thread is several times faster than torch's default of one thread per core). The six notebooks share one empty sample cache, as a reader's ``runs/cache``
 would be when reading in order: 03 loads the sets 00 made, 04 and 05 reuse the ZeroQ and DSG sets of 02; every other
 set is generated in the browser run (notebook times from a cold cache: ``benchmarks/bench_notebooks.py``).
@@ -261,10 +261,11 @@ def test_notebook_in_chromium(name, lab, browser, tmp_path):
         time.sleep(2)
         cell = page.locator(f"{NB} .jp-CodeCell").nth(next(i for i, s in enumerate(sources) if SHOT[name] in s))
         cell.scroll_into_view_if_needed()
-        IMG.mkdir(parents=True, exist_ok=True)
-        cell.screenshot(path=str(IMG / f"notebook_{name[:2]}.png"))
+        out = IMG if SETTINGS != "smoke" else tmp_path  # smoke runs never replace the committed quick screenshots
+        out.mkdir(parents=True, exist_ok=True)
+        cell.screenshot(path=str(out / f"notebook_{name[:2]}.png"))
         if name == "02_zeroq_vs_dsg":
-            page.locator(f"{NB} .dsg-viz-panel").first.screenshot(path=str(IMG / "notebook_panel.png"))
+            page.locator(f"{NB} .dsg-viz-panel").first.screenshot(path=str(out / "notebook_panel.png"))
         page.set_viewport_size({"width": 1400, "height": 1000})
 
         # save, reload: every output is drawn again (widgets from the kernel's live models)

@@ -348,6 +348,7 @@ def test_settings_announce_verdict_and_quick_vs_paper(tmp_path, monkeypatch):
     monkeypatch.setenv("DSG_VIZ_SMOKE", "1")
     assert nu.settings_mode("paper") == "smoke"
     monkeypatch.setattr(nu, "EXPECTED_TIMES", {"00_quickstart": {"quick": (95.0, 12.0), "paper": (1500.0, 300.0)}})
+    monkeypatch.setattr(nu, "RECORDED", str(tmp_path / "nothing-recorded.json"))
     lines = []
     for mode, what in (("paper", "256 samples"), ("quick", ""), ("smoke", "")):
         nu.announce("00_quickstart", mode, what, log=lines.append)
@@ -361,6 +362,13 @@ def test_settings_announce_verdict_and_quick_vs_paper(tmp_path, monkeypatch):
                    '"paper": {"summary": {"a": 85.5}, "date": "d2"}}}}')
     table = nu.quick_vs_paper({"a": 84.2}, "00_quickstart", "quick", rec)
     assert "| a | 84.20 | 84.00 | 85.50 | -1.50 |" in table and "quick d1, paper d2" in table
+    # times measured by benchmarks/bench_notebooks.py win over the built-in table: medians of the recorded runs
+    rec.write_text('{"notebooks": {"00_quickstart": {"quick": {"cold": [50, 70, 60], "warm": [20, 10, 30]}}}}')
+    assert nu.recorded_times("00_quickstart", "quick", rec) == (60, 20)
+    assert nu.recorded_times("00_quickstart", "paper", rec) is None
+    monkeypatch.setattr(nu, "RECORDED", str(rec))
+    nu.announce("00_quickstart", "quick", "", log=lines.append)
+    assert "60 s from a cold sample cache, 20 s when" in lines[-1]
 
 
 def test_results_table_and_plot_legend_outside(tiny_model, tiny_sets, tiny_test):
