@@ -96,8 +96,9 @@ NB00 = [
     sets `make demo` makes, so after `make demo` they load at once — and scores every quantized model on a fixed
     subset of 2,000 test images. `SETTINGS = "paper"` uses the paper's 256 samples × 500 steps and all 10,000 test
     images. The first cell prints the time each takes, measured on 2 CPU cores. Why 50 steps: measured on the
-    validation split, 3 seeds, 50-step ZeroQ and DSG sets calibrate W4A4 and W3A3 within about half a point of the
-    500-step sets — closer than 100 or 200 steps do (`docs/results/steps_curve.md`, `docs/img/steps_curve.png`).
+    validation split with 3 seeds, 50-step ZeroQ and DSG sets calibrate W4A4 and W3A3 within 0.75 points of the
+    500-step sets — closer than 100- or 200-step DSG sets (1.2–2.0 points lower) — and DSG − ZeroQ at W3A3 is the
+    same at 50 steps (+2.19) as at 500 (+2.21) (`docs/results/steps_curve.md`, `docs/img/steps_curve.png`).
     """, CACHE_NOTE),
     params("""
     NUM_SAMPLES = {"smoke": 16, "quick": 128, "paper": 256}[MODE]    # calibration images per source
