@@ -88,6 +88,11 @@ def lab(data_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     nb_dir = tmp / "notebooks"
     shutil.copytree(REPO / "notebooks", nb_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.py"))
+    # the committed JSON the notebooks read from ../docs (recorded times, the diversity study), as in a checkout
+    for f in [*(REPO / "docs").glob("*.json"), *(REPO / "docs" / "results").glob("*.json")]:
+        dst = tmp / f.relative_to(REPO)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst)
     settings = tmp / "lab-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     # render every cell (no virtualized notebook), so the test can see all outputs
