@@ -385,7 +385,8 @@ def report(args) -> None:
     _atomic_json(JSON_OUT, res)
     md = markdown(res)
     MD_OUT.write_text("# Accuracy and homogenization against optimization steps (validation split)\n\n"
-                      "Made by `benchmarks/steps_curve.py` (its docstring has the commands).\n\n" + md)
+                      "Made by `benchmarks/steps_curve.py` (its docstring has the commands).\n\n"
+                      "![validation top-1 against optimization steps](../img/steps_curve.png)\n\n" + md)
     fig = plot(res)
     PNG_OUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(PNG_OUT, dpi=110, bbox_inches="tight")
