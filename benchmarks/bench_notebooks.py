@@ -159,7 +159,7 @@ def markdown(data: dict) -> str:
         lines += [f"### `{settings}` settings", "",
                   f"Command: `{rec.get('command', '')}`; threads: {rec.get('threads') or 'torch default'}; "
                   f"run {rec.get('date', '')}.", ""]
-        if settings == "quick" or rows[0][1].get("cold"):
+        if settings == "quick":
             lines += ["| notebook | goal (cold) | cold wall s (median) | cold runs | warm wall s (median) | warm runs | "
                       "cold CPU s (median) | load average during the runs |",
                       "|---|---:|---:|---|---:|---|---:|---|"]
@@ -175,7 +175,9 @@ def markdown(data: dict) -> str:
                       "its sets) | load average |", "|---|---:|---:|---|"]
             for n, r in rows:
                 loads = [x for run in r.get("runs", []) for x in run.get("load", [])]
-                lines.append(f"| {n} | {_fmt(_median(r.get('warm', [])))} | {_fmt(r.get('cold_estimate'))} | "
+                cold = (f"{_fmt(_median(r['cold']))} (measured)" if r.get("cold")
+                        else _fmt(r.get("cold_estimate")))
+                lines.append(f"| {n} | {_fmt(_median(r.get('warm', [])))} | {cold} | "
                              + (f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–") + " |")
         lines.append("")
     notes = data.get("notes")
