@@ -38,6 +38,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_table import paired  # noqa: E402 - benchmarks/paired_table.py: per-seed differences and paired t-test
+
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = ROOT / "runs" / "steps_curve" / "cells"
 SETS = ROOT / "runs" / "steps_curve" / "sets"
@@ -248,14 +251,6 @@ def per_seed(res: dict, source: str) -> dict:
                 for m, v in c.get("acc", {}).items():
                     out.setdefault(int(k), {}).setdefault(m, {})[r["seed"]] = v
     return out
-
-
-def paired(a: dict, b: dict) -> dict | None:
-    """Per-seed ``b − a`` over the seeds both have (benchmarks/paired_table.py's test)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from paired_table import paired as _paired
-
-    return _paired(a, b)
 
 
 def markdown(res: dict) -> str:
