@@ -50,6 +50,57 @@ PNG_OUT = ROOT / "docs" / "img" / "steps_curve.png"
 CKPT = "resnet20_cifar10_jpeg.pt"
 SCORES = ("rel_d_mu", "rel_d_sigma", "w1", "offdiag_pearson_feature", "offdiag_cos_feature", "erank_feature",
           "offdiag_cos_pixel", "erank_pixel", "bn_loss")
+# --variant LABEL=PRESET:field=value,...: a source that is a preset with some fields changed (the DSG-knob sweep of
+# benchmarks/knob_sweep.py); LABEL -> (preset, {field: value})
+VARIANTS: dict[str, tuple[str, dict]] = {}
+
+
+def _value(text: str):
+    """``"0.1"`` → 0.1, ``"4"`` → 4, ``"none"`` → None, ``"true"`` → True, anything else stays a string."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_variant(spec: str) -> tuple[str, str, dict]:
+    """Parse ``LABEL=PRESET:field=value,field=value`` (``margins.scale=0.1`` sets a field of the margin config).
+
+    Returns ``(label, preset, {field: value})``; a malformed spec exits with a message that shows the form."""
+    label, eq, rest = spec.partition("=")
+    base, colon, fields = rest.partition(":")
+    if not eq or not colon or not label.strip() or not base.strip():
+        raise SystemExit(f"error: --variant {spec!r}: expected LABEL=PRESET:field=value,... "
+                         "(e.g. 'dsg@ms0.1=dsg:margins.scale=0.1')")
+    over = {}
+    for item in filter(None, (f.strip() for f in fields.split(","))):
+        k, eq2, v = item.partition("=")
+        if not eq2:
+            raise SystemExit(f"error: --variant {spec!r}: {item!r} is not field=value")
+        over[k.strip()] = _value(v)
+    return label.strip(), base.strip(), over
+
+
+def variant_config(label: str, **kw):
+    """The :class:`GenerationConfig` of source ``label``: its preset with the variant's fields (if any) and ``kw``."""
+    from dataclasses import replace
+
+    from dsg_viz.generation import PRESETS, preset
+
+    base, over = VARIANTS.get(label, (label, {}))
+    flat = {k: v for k, v in over.items() if "." not in k}
+    for k, v in over.items():
+        if "." in k:
+            head, _, field = k.partition(".")
+            flat[head] = replace(flat.get(head, getattr(PRESETS[base], head)), **{field: v})
+    return preset(base, **flat, **kw)
 
 
 def machine() -> dict:
@@ -103,6 +154,8 @@ def run(args) -> None:
             path = CELLS / f"{src}-seed{seed}.json"
             rec = json.loads(path.read_text()) if path.exists() else {}
             rec.setdefault("cells", {})
+            if src in VARIANTS:
+                rec["variant"] = {"preset": VARIANTS[src][0], "overrides": VARIANTS[src][1]}
             rec.update({"source": src, "seed": seed, "num_samples": args.num_samples, "threads": args.threads,
                         "machine": machine(), "checkpoint": CKPT, "eval_split": "val", "n_val": len(val),
                         "recon_iters": args.recon_iters})
@@ -133,7 +186,7 @@ def run(args) -> None:
                     if src == "gaussian":
                         cfg = preset("gaussian", num_samples=args.num_samples)
                     else:
-                        cfg = preset(src, num_samples=args.num_samples, steps=max(steps), **kw)
+                        cfg = variant_config(src, num_samples=args.num_samples, steps=max(steps), **kw)
                     t = time.perf_counter()
                     full = generate(model, cfg, seed=seed, progress=False,
                                     keep_steps=[k for k in ks if 0 < k < max(steps)] or None)
@@ -404,7 +457,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-root", default=None)
     p.add_argument("--work", default=str(CELLS.parent), help="where cells and kept sets go (runs/steps_curve)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="LABEL=PRESET:field=value,... a preset with fields changed, usable as a source LABEL "
+                        "(e.g. 'dsg@ms0.1=dsg:margins.scale=0.1'); repeatable")
     args = p.parse_args(argv)
+    for spec in args.variant:
+        label, base, over = parse_variant(spec)
+        VARIANTS[label] = (base, over)
     CELLS, SETS = Path(args.work) / "cells", Path(args.work) / "sets"
     if args.stage == "report":
         report(args)
