@@ -296,3 +296,25 @@ def test_reading_skips_pairs_with_too_few_rows():
     assert t["pooled"]["calib/W4A4"]["w1"]["rho"] == pytest.approx(1.0)  # computed, with a warning note
     assert "too narrow to trust" in t["pooled"]["calib/W4A4"]["w1"]["note"]
     assert S.study_reading(t).count("no pair had the 10 rows") == 2
+
+
+def test_diagnose_sources_go_through_the_shared_sample_cache(tmp_path, monkeypatch, capsys):
+    """``diagnose --sources`` loads and stores generated sets in the one sample cache (as compare, the notebooks and
+    the generation panel do): a second run with the same settings generates nothing and scores the same sets."""
+    from dsg_viz import generation
+    from dsg_viz.cli import main
+
+    monkeypatch.setenv("DSG_VIZ_SAMPLE_CACHE", str(tmp_path / "cache"))
+    argv = ["diagnose", "--model", "tiny_bn", "--sources", "gaussian,zeroq", "--num-samples", "8", "--steps", "2",
+            "--tsne-points", "8", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cached = sorted(p.name.split("-n8-")[0] for p in (tmp_path / "cache").rglob("*.pt"))
+    assert cached == ["gaussian", "zeroq"]
+    calls = []
+    real_generate = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert calls == []  # loaded, not generated again
+    assert second["scores"]["zeroq"] == first["scores"]["zeroq"]

@@ -13,6 +13,7 @@ def cmd_diagnose(args) -> None:
     from ..diagnostics import metrics as M
     from ..diagnostics.report import diagnose, load_accuracy
     from .. import _io
+    from ..cache import get_or_generate
     from ..generation import NOT_GIVEN, SampleSet, make_samples, preset
 
     _io.check_output_dir(args.out, "--out")  # before any work
@@ -45,8 +46,12 @@ def cmd_diagnose(args) -> None:
         overrides = {} if src == "real" else {
             "steps": args.steps if preset(src).steps and args.steps is not None else NOT_GIVEN,
             "batch_size": NOT_GIVEN if args.batch_size is None else args.batch_size}
-        sets[src] = make_samples(model, src, args.num_samples, seed=args.seed, data_root=args.data_root,
-                                 progress=not args.json, checkpoint_sha256=sha, **overrides)
+        if src == "real":
+            sets[src] = make_samples(model, src, args.num_samples, seed=args.seed, data_root=args.data_root,
+                                     progress=False)
+        else:  # the shared sample cache (dsg_viz.cache), as compare and the notebooks use it
+            sets[src] = get_or_generate(model, src, args.num_samples, seed=args.seed, data_root=args.data_root,
+                                        checkpoint_sha256=sha, progress=not args.json, **overrides).samples
         require_complete(sets[src], f"the {src} samples", f"nothing was written to {args.out}")
     layer = args.layer
     if layer is not None and layer.lstrip("-").isdigit():
@@ -78,7 +83,8 @@ def register(sub) -> None:
                    help="use sample sets made for another model or checkpoint, with a warning (a deliberate "
                         "cross-model study); a different input size is always an error")
     q.add_argument("--sources", default="real,gaussian,zeroq,dsg",
-                   help="comma-separated sources to generate (presets or real); '' for saved sets only")
+                   help="comma-separated sources (presets or real), generated or loaded from the shared sample cache "
+                        "(runs/cache, $DSG_VIZ_SAMPLE_CACHE); '' for saved sets only")
     q.add_argument("--num-samples", type=integer(2), default=256)
     q.add_argument("--real", type=integer(2), default=None, metavar="N",
                    help="add N real train images (validation subset excluded) as the reference source")
