@@ -25,7 +25,15 @@ def _load(p: Path):
 
 
 def _cpu_row(source: str, bits: str):
-    """Mean ± std (n) of a calibration-only cell in the committed main table (zeroq convention), or None."""
+    """Mean ± std (n) of a calibration-only cell of the committed CPU tables (zeroq convention), or None: the
+    issue-15 tables (docs/results/cpu_calib_zeroq.json, every preset under its own name) first, then the earlier
+    main table."""
+    import statistics
+
+    cells = (_load(DOCS / "results" / "cpu_calib_zeroq.json") or {}).get("cells", {})
+    v = [c["top1"] for k, c in cells.items() if k.startswith(f"calib|{source}|{bits}|")]
+    if len(v) > 1:
+        return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} (n={len(v)})"
     for name in ("main_base_zeroq.json", "main_dsg_zeroq.json"):
         t = (_load(DOCS / "results" / name) or {}).get("table", {}).get("calib", {})
         if source in t and bits in t[source]:
