@@ -90,22 +90,66 @@ def _load(folder: Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def _precisions() -> str:
-    """The precision each cached set was generated in, from the cache (``bf16``/``fp32`` per source)."""
-    from dsg_viz.generation import SampleSet
+def _precisions(sources) -> str:
+    """The precision each generated set of ``sources`` × seeds 0–2 was made in, read from the very cache files
+    ``dsg-viz compare`` loads (the key of the preset at 256 samples and the precision ``auto`` resolves to here)."""
+    import torch
 
+    from dsg_viz import cache, create_model
+    from dsg_viz.data import resolve_data_root
+    from dsg_viz.generation import SampleSet, preset, resolve_precision
+
+    model = create_model("resnet20_cifar10", str(resolve_data_root(None) / "models" / "cifar10" / CKPT))
+    name, ident = cache.model_identity(model)
     seen: dict = {}
-    for f in sorted((ROOT / "runs" / "cache" / "resnet20_cifar10").glob("*-n256-seed*.pt")):
-        try:
-            s = SampleSet.load(f)
-        except Exception:  # noqa: BLE001 - an unreadable entry says nothing about precision
+    for src in sources:
+        if src in ("real", "gaussian"):
             continue
-        seen.setdefault(s.method, set()).add((s.precision or {}).get("resolved", "fp32"))
-    return ", ".join(f"{m}: {'/'.join(sorted(p))}" for m, p in sorted(seen.items()))
+        cfg = preset(src, num_samples=256)
+        for seed in range(3):
+            key = cache.sample_key(name, ident, cfg, 256, seed, precision=resolve_precision(cfg, torch.device("cpu"))[0])
+            f = cache.cache_path(key, src, 256, seed, name)
+            got = (SampleSet.load(f).precision or {}).get("resolved", "?") if f.is_file() else "missing"
+            seen.setdefault(got, []).append(f"{src}/{seed}")
+    if set(seen) == {"bf16"}:
+        return "every generated set here was made under bf16, as each set records"
+    return "; ".join(f"{p}: {', '.join(v)}" for p, v in sorted(seen.items()))
+
+
+INTRO = """# Calibration only on CPU (test split): every preset under its own name, 3 seeds
+
+JPEG-fine-tuned ResNet-20 (`resnet20_cifar10_jpeg.pt`, FP 88.30), 256 samples per set, 3 seeds (0–2) per row, each
+preset's own generation settings (500 steps; batch 64, `dsg-official` its released batch 40; precision `auto`, which
+is bf16 autocast on this AMX-BF16 CPU: {precisions}), `ema` activation calibration, min/max
+per-channel weights, the 10,000 test images. Seed s of every preset starts from the same random generator state, so
+rows are paired by seed; the paired tables give B − A per seed with a paired t-test. Nothing was tuned on these
+numbers (the one tuned setting, `dsg-tuned`'s margin scale, was chosen on the validation split).
+
+```bash
+export DSG_VIZ_DATA_ROOT=../shared
+python benchmarks/cpu_tables.py --stage run --part main       # and, side by side: --part variants
+python benchmarks/cpu_tables.py --stage report
+```
+
+Each part is one `dsg-viz compare` per convention (the script prints it); the zeroq, zeroq+ce and dsg sets are the
+steps curve's 500-step sets, put into the shared sample cache (`python benchmarks/steps_curve.py --stage cache`).
+"""
+
+RECON_INTRO = """# Reconstruction on CPU (test split): the published ZeroQ against the paper's DSG, 3 seeds
+
+The same 256-sample sets as the CPU calibration table (seeds 0–2; zeroq convention: every layer at the stated bits),
+AdaRound and BRECQ-style block reconstruction with the package's CPU schedule (`ReconstructionConfig` defaults: 200
+steps per unit; the papers use 20,000), `ema` activation ranges, the 10,000 test images.
+
+```bash
+python benchmarks/cpu_tables.py --stage run --part recon
+```
+"""
 
 
 def report() -> None:
     DOCS.mkdir(parents=True, exist_ok=True)
+    md = [INTRO.format(precisions=_precisions(ORDER))]
     for conv in ("zeroq", "brecq"):
         runs = [r for r in (_load(_folder("main", conv)), _load(_folder("variants", conv))) if r]
         if not runs:
@@ -113,16 +157,17 @@ def report() -> None:
         res = merge(runs)
         (DOCS / f"cpu_calib_{conv}.json").write_text(json.dumps(res, indent=1, sort_keys=True))
         conv_text = next(iter(res["cells"].values()))["convention"]
-        md = [f"### Calibration only, {conv} convention", "", conv_text, "", paired_markdown(res, CALIB_PAIRS)]
-        (DOCS / f"cpu_calib_{conv}.md").write_text("\n".join(md) + "\n")
-        print("\n".join(md))
+        md += [f"## {conv} convention", "", f"Cells as in this example: {conv_text}.", "",
+               paired_markdown(res, CALIB_PAIRS), ""]
+    (DOCS / "cpu_calib.md").write_text("\n".join(md))
+    print("\n".join(md))
     rec = _load(_folder("recon", "zeroq"))
     if rec:
         res = merge([rec])
         (DOCS / "cpu_recon.json").write_text(json.dumps(res, indent=1, sort_keys=True))
-        md = []
+        md = [RECON_INTRO]
         for m in res["config"]["methods"]:
-            md += [f"### {m}, zeroq convention", "", paired_markdown(res, [("zeroq", "dsg")], m), ""]
+            md += [f"## {m}", "", paired_markdown(res, [("zeroq", "dsg")], m), ""]
         (DOCS / "cpu_recon.md").write_text("\n".join(md))
         print("\n".join(md))
 

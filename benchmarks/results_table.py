@@ -153,7 +153,7 @@ def _demote(md: str) -> str:
     return "\n".join(out)
 
 
-def _plot(parts: list[dict], conv: str) -> None:
+def _plot(parts: list[dict], conv: str, bits=BITS) -> None:
     """Write docs/img/results_<conv>.png: the merged calibration table as grouped bars (compare.plot_accuracy)."""
     from dsg_viz.compare import plot_accuracy
 
@@ -162,7 +162,7 @@ def _plot(parts: list[dict], conv: str) -> None:
         merged.update(p["table"].get("calib", {}))
     order = [s for s in ("gaussian", "zeroq", "zeroq+ce", "dsg", "dsg-tuned", "real", "dsg-official", "zeroq+ce+sda",
                          "zeroq+ce+lse", "zeroq+ce+sci") if s in merged]
-    cfg = CompareConfig(sources=tuple(order), bits=BITS, calibration="ema")
+    cfg = CompareConfig(sources=tuple(order), bits=tuple(bits), calibration="ema")
     fig = plot_accuracy({"table": {"calib": merged}, "fp": parts[0]["fp"]}, cfg)
     fig.axes[0].set_title(f"ResNet-20 (JPEG), calibration only, {conv} convention")
     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
@@ -184,11 +184,12 @@ def report() -> str:
              "DSG** (noise-derived ε = 0.9 margins, LSE, differentiable SCI), `zeroq+ce` is ZeroQ's BN loss plus "
              "cross-entropy, TV/L2 priors and an N(0, 1) start (the base DSG's released code builds on), `dsg-tuned` "
              "is DSG with the SDA margins scaled by 0.3 (chosen on validation), `zeroq+ce+sda`/`+lse`/`+sci` add one "
-             "DSG component to `zeroq+ce`, `dsg-official` is the released code's settings. The tables of the first "
-             "section measure `zeroq` and `dsg` themselves; the older CPU tables further down were measured before "
-             "the rename, under the names `zeroq` (today `zeroq+ce`) and `dsg` (today `dsg-tuned`), and are "
-             "labelled with today's names.", ""]
-    for name, title in (("gpu_calib_table", None), ("steps_curve", None)):
+             "DSG component to `zeroq+ce`, `dsg-official` is the released code's settings. Every table down to the "
+             "diagnostics measures each preset under its own name; the older reconstruction rows (`zeroq+ce`, "
+             "`dsg-tuned`, real, gaussian) and the QAT section were measured before the rename, under the names "
+             "`zeroq` (today `zeroq+ce`) and `dsg` (today `dsg-tuned`), and are labelled with today's names.", ""]
+    new_cpu = (DOCS / "cpu_calib_zeroq.json").is_file()
+    for name, title in (("cpu_calib", None), ("gpu_calib_table", None), ("steps_curve", None)):
         f = DOCS / f"{name}.md"
         if f.is_file():
             lines += [_demote(f.read_text().strip()).replace("](../img/", "](img/"), ""]
@@ -206,6 +207,14 @@ def report() -> str:
                   "and `zeroq+ce+sda` row below; `dsg` at scale 1 is the paper's setting).",
                   ""]
     for conv in ("zeroq", "brecq"):
+        if new_cpu:  # the issue-15 tables above replace the earlier ones (their JSON stays in docs/results/)
+            res = load(f"cpu_calib_{conv}")
+            if res:
+                from dsg_viz.compare import aggregate
+
+                _plot([{"table": aggregate(res, None), "fp": res["fp"]}], conv, res["config"]["bits"])
+                lines += [f"![calibration-only accuracy on CPU, {conv} convention](img/results_{conv}.png)", ""]
+            continue
         parts = [load(f"main_base_{conv}"), load(f"main_dsg_{conv}"), load(f"ablation_{conv}"),
                  load(f"official_{conv}")]
         parts = [p for p in parts if p]
@@ -224,16 +233,24 @@ def report() -> str:
                     lines.append(f"| {src} | {n} | " + " | ".join(_row(tab, src, BITS)) + " |")
         lines += [f"| FP | – | " + " | ".join(f"{fp:.2f}" for _ in BITS) + " |", "",
                   f"![calibration-only accuracy, {conv} convention](img/results_{conv}.png)", ""]
-    lines += ["Commands: `python benchmarks/results_table.py --stage table` (main rows; 256 samples, 500 generation "
-              f"steps in batches of {BATCH}, activation calibration `ema`, min/max per-channel weights, 10,000 test "
-              "images) and `--stage ablation` (one seed; `dsg-official` with the released code's own settings: "
-              "batch 40, noise-derived margins at scale 1). Each run is a `dsg-viz compare` "
-              "(`dsg_viz.compare.run_compare`), so any cell can be reproduced from the CLI with the same settings.",
-              ""]
+    if new_cpu:
+        lines += ["The calibration tables measured before issue 15 (batch 128, fp32, one seed for the ablation rows, "
+                  "`zeroq+ce+sda` at margin scale 0.3) are kept as JSON in `docs/results/main_*.json`, "
+                  "`ablation_*.json` and `official_*.json` (`python benchmarks/results_table.py --stage table` / "
+                  "`--stage ablation` reproduce them); the tables above replace them.", ""]
+    else:
+        lines += ["Commands: `python benchmarks/results_table.py --stage table` (main rows; 256 samples, "
+                  "500 generation "
+                  f"steps in batches of {BATCH}, activation calibration `ema`, min/max per-channel weights, 10,000 test "
+                  "images) and `--stage ablation` (one seed; `dsg-official` with the released code's own settings: "
+                  "batch 40, noise-derived margins at scale 1). Each run is a `dsg-viz compare` "
+                  "(`dsg_viz.compare.run_compare`), so any cell can be reproduced from the CLI with the same settings.",
+                  ""]
     findings = DOCS / "findings.md"
     if findings.is_file():
         lines += [findings.read_text().strip(), ""]
-    for name in ("diversity_accuracy", "diagnostics", "reconstruction", "qat"):  # measured by their own benchmarks
+    for name in ("diversity_accuracy", "knob_sweep", "diagnostics", "cpu_recon", "reconstruction",
+                 "qat"):  # measured by their own benchmarks
         f = DOCS / f"{name}.md"
         if f.is_file():
             # links relative to docs/results/ (../img/x.png) become relative to docs/ (img/x.png)
