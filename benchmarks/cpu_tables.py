@@ -14,7 +14,10 @@ zeroq, zeroq+ce and dsg are there already, ``python benchmarks/steps_curve.py --
     python benchmarks/cpu_tables.py --stage run --part recon     # adaround / brecq for zeroq and dsg
     python benchmarks/cpu_tables.py --stage report               # docs/results/cpu_*.{json,md}
 
-The parts are independent (run two side by side, one thread each); every one resumes from its results.json.
+The parts are independent (run two side by side, one thread each); every one resumes from its results.json. The
+committed brecq-convention variant rows were run as two processes, ``dsg-tuned,dsg-official`` into
+``runs/tables/variants-brecq`` and the three ablations into ``runs/tables/variants2-brecq`` (the same ``dsg-viz
+compare`` with ``--sources`` split); the report merges both.
 """
 
 from __future__ import annotations
@@ -151,7 +154,9 @@ def report() -> None:
     DOCS.mkdir(parents=True, exist_ok=True)
     md = [INTRO.format(precisions=_precisions(ORDER))]
     for conv in ("zeroq", "brecq"):
-        runs = [r for r in (_load(_folder("main", conv)), _load(_folder("variants", conv))) if r]
+        # variants2-<conv>: the same settings run as a second process over some of the variant sources
+        runs = [r for r in (_load(_folder("main", conv)), _load(_folder("variants", conv)),
+                            _load(WORK / f"variants2-{conv}")) if r]
         if not runs:
             continue
         res = merge(runs)
