@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
 WORK = ROOT / "runs" / "diagnose"
 CKPT = "resnet20_cifar10_jpeg.pt"
-SOURCES = "zeroq,zeroq+ce,dsg,dsg-tuned,dsg-official,gaussian"
+SOURCES = "zeroq,zeroq+ce,dsg,dsg-tuned,dsg-official,zeroq+ce+sda,zeroq+ce+lse,zeroq+ce+sci,gaussian"
 ROWS = (  # (score key, label)
     ("w1", "W1 to BN Gaussian (σ units)"),
     ("kl", "KL(hist ‖ BN Gaussian)"),
@@ -44,7 +44,8 @@ ROWS = (  # (score key, label)
     ("erank_pixel", "effective rank (cos), pixels"),
     ("erank_feature", "effective rank (cos), features"),
 )
-ORDER = ("real", "gaussian", "zeroq", "zeroq+ce", "dsg", "dsg-tuned", "dsg-official")
+ORDER = ("real", "gaussian", "zeroq", "zeroq+ce", "dsg", "dsg-tuned", "dsg-official", "zeroq+ce+sda",
+         "zeroq+ce+lse", "zeroq+ce+sci")
 
 
 def run(args) -> None:
@@ -71,6 +72,26 @@ def _fmt(v: list[float]) -> str:
     return f"{m:.{digits}f} ± {statistics.stdev(v):.{digits}f}"
 
 
+def study_records(per_seed: dict) -> list[dict]:
+    """One ``{source, seed, eval_split, cells: {steps: {scores, acc}}}`` record per diagnosed set (the shape
+    ``benchmarks/diversity_study.py`` reads), with the set's test-split top-1 from the CPU tables
+    (``docs/results/cpu_calib_zeroq.json``: ``calib/<bits>``; ``docs/results/cpu_recon.json``: ``adaround/<bits>``,
+    ``brecq/<bits>``) where measured."""
+    acc: dict = {}
+    for name in ("cpu_calib_zeroq.json", "cpu_recon.json"):
+        f = DOCS / name
+        for key, cell in (json.loads(f.read_text())["cells"].items() if f.is_file() else []):
+            method, src, bits, seed = key.split("|")
+            acc.setdefault((src, int(seed.removeprefix("seed"))), {})[f"{method}/{bits}"] = cell["top1"]
+    recs = []
+    for seed, by_src in sorted(per_seed.items()):
+        for src, scores in by_src.items():
+            steps = "0" if src in ("real", "gaussian") else "500"
+            recs.append({"source": src, "seed": seed, "eval_split": "test",
+                         "cells": {steps: {"scores": scores, "acc": acc.get((src, seed), {})}}})
+    return recs
+
+
 def report() -> None:
     runs = {int(p.parent.name.removeprefix("seed")): json.loads(p.read_text())
             for p in sorted(WORK.glob("seed*/summary.json"))}
@@ -88,6 +109,7 @@ def report() -> None:
                    for s, d in table.items()},
            "command": "python benchmarks/diagnostics_table.py --stage run",
            "seconds": {seed: r["meta"].get("seconds") for seed, r in runs.items()}}
+    out.update(split="test", runs=study_records(per_seed))
     (DOCS / "diagnostics.json").write_text(json.dumps(out, indent=1, sort_keys=True))
     nkeys = ("offdiag_cos_pixel", "offdiag_pearson_pixel", "offdiag_cos_feature", "offdiag_pearson_feature",
              "erank_pixel", "erank_feature")

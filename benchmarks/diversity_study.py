@@ -96,7 +96,7 @@ def markdown(res: dict, labels: dict) -> str:
     srcs = res["sources"]
     gen = [s for s in srcs if any(r["source"] == s and r["steps"] for r in rows)]
     lines = [
-        "# Does diversity predict accuracy?", "",
+        f"# {res.get('title', 'Does diversity predict accuracy?')}", "",
         f"Made by `{res['command']}` from {', '.join(f'`{i}`' for i in res['inputs'])} "
         "(`benchmarks/diversity_study.py`; its docstring has the commands).", "",
         f"{len(rows)} sample sets: sources {', '.join(srcs)}; seeds {', '.join(map(str, res['seeds']))}; step counts "
@@ -158,6 +158,9 @@ def main(argv=None) -> int:
     p.add_argument("--json-out", default=str(JSON_OUT))
     p.add_argument("--md-out", default=str(MD_OUT))
     p.add_argument("--img-dir", default=str(IMG_DIR))
+    p.add_argument("--img-name", default="diversity_vs_accuracy",
+                   help="figure file names: <img-name>_<bits>.png (another name keeps a second study's figures apart)")
+    p.add_argument("--title", default="Does diversity predict accuracy?", help="the Markdown report's heading")
     args = p.parse_args(argv)
 
     from dsg_viz.diagnostics.metrics import SCORES as LABELS
@@ -190,7 +193,8 @@ def main(argv=None) -> int:
         "sources": list(dict.fromkeys(r["source"] for r in rows)),
         "seeds": sorted({r["seed"] for r in rows if r["seed"] is not None}),
         "steps": sorted({r["steps"] for r in rows}),
-        "n_rows": len(rows), "table": table, "reading": reading, "rows": rows, "figures": {}, "figure_scores": {},
+        "title": args.title, "n_rows": len(rows), "table": table, "reading": reading, "rows": rows, "figures": {},
+        "figure_scores": {},
     }
     res["command"] = res["command"].strip()
     # one figure per bit width: a row of panels per method measured at it
@@ -214,7 +218,7 @@ def main(argv=None) -> int:
                                        ax=block[:len(panel_scores)])
         fig.suptitle(f"Diversity vs accuracy at {b} (ρ [{table['ci'] * 100:g}% CI]: pooled; within sources)")
         figs[b] = fig
-        res["figures"][b] = str(img_dir / f"diversity_vs_accuracy_{re.sub(r'[^A-Za-z0-9]', '', b)}.png")
+        res["figures"][b] = str(img_dir / f"{args.img_name}_{re.sub(r'[^A-Za-z0-9]', '', b)}.png")
     md = markdown(res, LABELS)
     # everything computed; now write (each file to a temporary name, then renamed)
     from dsg_viz import _io
