@@ -76,7 +76,17 @@ def report() -> None:
              "images. The unchanged `dsg` is the steps curve's row (docs/results/steps_curve.md).", "",
              "| variant | knob | value | steps | " + " | ".join(acc_keys) + " | " + " | ".join(score_keys) + " |",
              "|" + "---|" * (4 + len(acc_keys) + len(score_keys))]
-    for r in sorted(recs, key=lambda r: (r["knob"], r["source"], r["seed"])):
+    ref = []  # the unchanged dsg of the steps curve, same seeds and step counts, as the first rows
+    sc = ROOT / "docs" / "results" / "steps_curve.json"
+    if sc.is_file():
+        seeds = {r["seed"] for r in recs}
+        for r in json.loads(sc.read_text())["runs"]:
+            if r["source"] == "dsg" and r["seed"] in seeds:
+                cells = {k: v for k, v in r["cells"].items() if k in STEPS.split(",")}
+                ref.append(dict(r, cells=cells, knob="(none: the paper's dsg)", value="ms 1, LSE 2, SCI 1/L"))
+    order = list(KNOBS)
+    for r in ref + sorted(recs, key=lambda r: (order.index(r["source"]) if r["source"] in order else len(order),
+                                               r["seed"])):
         for k in sorted(r["cells"], key=int):
             c = r["cells"][k]
             acc = [f"{c['acc'][a]:.2f}" if a in c.get("acc", {}) else "—" for a in acc_keys]
