@@ -37,11 +37,12 @@ test-install: $(BIN)/.installed
 	.ci/test-install.sh $(PYTHON)
 
 # the static site in site/ (mkdocs.yml; README.md "Documentation site"): the pages of docs/, the six tutorials
-# executed in smoke mode (DSG_VIZ_SMOKE=1) with their outputs, the API reference; warnings are errors. Serve it with
+# executed at their quick settings (DSG_VIZ_SMOKE=1 for a fast smoke build) with their outputs, the API reference;
+# warnings are errors. Serve it with
 # `.venv/bin/python -m http.server -d site 8000` (or `.venv/bin/mkdocs serve` while editing).
 docs: $(BIN)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[notebooks,docs]'
-	DSG_VIZ_SMOKE=$${DSG_VIZ_SMOKE-1} OMP_NUM_THREADS=$${OMP_NUM_THREADS-1} NO_MKDOCS_2_WARNING=1 \
+	DSG_VIZ_SMOKE=$${DSG_VIZ_SMOKE-0} OMP_NUM_THREADS=$${OMP_NUM_THREADS-2} NO_MKDOCS_2_WARNING=1 \
 		$(BIN)/mkdocs build --strict --clean
 
 # the built site (run `make docs` first) in headless Chromium: home, a tutorial and the API page render, no errors

@@ -1,7 +1,8 @@
 """MkDocs hooks of the dsg_viz site (``mkdocs.yml`` → ``hooks:``); not a page (``exclude_docs``).
 
-* **Tutorials.** Each ``notebooks/NN_*.ipynb`` is executed top to bottom with nbclient in smoke mode
-  (``DSG_VIZ_SMOKE=1`` unless set; one intra-op thread; the notebooks' own shared sample cache, ``runs/cache`` unless
+* **Tutorials.** Each ``notebooks/NN_*.ipynb`` is executed top to bottom with nbclient at the notebooks' quick
+  settings (``DSG_VIZ_SMOKE=0`` unless set; ``DSG_VIZ_SMOKE=1`` gives a fast smoke build; one intra-op thread unless
+  ``OMP_NUM_THREADS`` is set; the notebooks' own shared sample cache, ``runs/cache`` unless
   ``DSG_VIZ_SAMPLE_CACHE`` is set) from ``notebooks/``, like ``tests/test_notebooks.py`` does, and the executed copy
   becomes the page ``tutorials/NN_*.ipynb`` that mkdocs-jupyter renders. A cell error stops the build; output on
   stderr is a warning (an error under ``--strict``). ipywidgets panels are replaced by a static copy (title, the form's
@@ -69,7 +70,7 @@ def on_config(config):
 
 def _kernel_env() -> dict:
     env = dict(os.environ)
-    env.setdefault("DSG_VIZ_SMOKE", "1")
+    env.setdefault("DSG_VIZ_SMOKE", "0")
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
@@ -79,7 +80,8 @@ def _key(nb_path: Path, env: dict) -> str:
     for p in [nb_path, Path(__file__)] + sorted((REPO / "dsg_viz").rglob("*.py")):
         h.update(str(p.relative_to(REPO)).encode())
         h.update(p.read_bytes())
-    for k in sorted(k for k in env if k.startswith("DSG_VIZ_") or k == "SETTINGS"):  # the notebooks' switches
+    # the notebooks' switches (not the force switch itself, so a forced run leaves a reusable key)
+    for k in sorted(k for k in env if (k.startswith("DSG_VIZ_") or k == "SETTINGS") and k != "DSG_VIZ_DOCS_REEXECUTE"):
         h.update(f"{k}={env[k]}".encode())
     return h.hexdigest()
 
