@@ -8,8 +8,10 @@
 
 Source names are today's (``dsg_viz.generation.PRESETS``): the committed tables were measured before the rename of
 issue 15 (``zeroq+ce`` was called ``zeroq``, ``dsg-tuned`` ``dsg``, ``zeroq+ce+sda`` ``zeroq+sda``...) and their
-JSON was relabelled; the configs are the same, so every stage reproduces them. The published ``zeroq`` and the
-paper's ``dsg`` (margin scale 1) have no rows yet.
+JSON was relabelled; the configs are the same, so every stage reproduces them (except ``zeroq+ce+sda``, which those
+tables ran at margin scale 0.3 and the preset now runs at the paper's 1). The tables with every preset under its own
+name, the published ``zeroq`` and the paper's ``dsg`` included, are ``benchmarks/cpu_tables.py``'s; ``--stage report``
+puts them first and leaves these earlier ones out of docs/results.md.
     python benchmarks/results_table.py --stage all
 
 Every stage resumes (finished cells are reused) and copies its results.json / results.md into docs/results/.
