@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dsg_viz import _io
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_table import markdown as paired_markdown  # noqa: E402 - benchmarks/paired_table.py
 
@@ -160,20 +162,20 @@ def report() -> None:
         if not runs:
             continue
         res = merge(runs)
-        (DOCS / f"cpu_calib_{conv}.json").write_text(json.dumps(res, indent=1, sort_keys=True))
+        _io.write_text(DOCS / f"cpu_calib_{conv}.json", json.dumps(res, indent=1, sort_keys=True))
         conv_text = next(iter(res["cells"].values()))["convention"]
         md += [f"## {conv} convention", "", f"Cells as in this example: {conv_text}.", "",
                paired_markdown(res, CALIB_PAIRS), ""]
-    (DOCS / "cpu_calib.md").write_text("\n".join(md))
+    _io.write_text(DOCS / "cpu_calib.md", "\n".join(md))
     print("\n".join(md))
     rec = _load(_folder("recon", "zeroq"))
     if rec:
         res = merge([rec])
-        (DOCS / "cpu_recon.json").write_text(json.dumps(res, indent=1, sort_keys=True))
+        _io.write_text(DOCS / "cpu_recon.json", json.dumps(res, indent=1, sort_keys=True))
         md = [RECON_INTRO]
         for m in res["config"]["methods"]:
             md += [f"## {m}", "", paired_markdown(res, [("zeroq", "dsg")], m), ""]
-        (DOCS / "cpu_recon.md").write_text("\n".join(md))
+        _io.write_text(DOCS / "cpu_recon.md", "\n".join(md))
         print("\n".join(md))
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from dsg_viz import _io
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
@@ -110,7 +111,7 @@ def report() -> None:
            "command": "python benchmarks/diagnostics_table.py --stage run",
            "seconds": {seed: r["meta"].get("seconds") for seed, r in runs.items()}}
     out.update(split="test", runs=study_records(per_seed))
-    (DOCS / "diagnostics.json").write_text(json.dumps(out, indent=1, sort_keys=True))
+    _io.write_text(DOCS / "diagnostics.json", json.dumps(out, indent=1, sort_keys=True))
     nkeys = ("offdiag_cos_pixel", "offdiag_pearson_pixel", "offdiag_cos_feature", "offdiag_pearson_feature",
              "erank_pixel", "erank_feature")
     lines = [f"# Homogenization diagnostics: {', '.join(sources)} (3 seeds)" if len(runs) == 3 else
@@ -134,10 +135,10 @@ def report() -> None:
     for name in ("tsne_source", "dispersion"):
         f = WORK / f"seed{min(runs)}" / f"{name}.png"
         if f.is_file():
-            shutil.copyfile(f, img / f"diag_{name}.png")
+            _io.write_bytes(img / f"diag_{name}.png", f.read_bytes())
     lines += ["", f"![t-SNE of penultimate features, seed {min(runs)}](../img/diag_tsne_source.png)",
               f"![per-layer dispersion, seed {min(runs)}](../img/diag_dispersion.png)"]
-    (DOCS / "diagnostics.md").write_text("\n".join(lines) + "\n")
+    _io.write_text(DOCS / "diagnostics.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -21,6 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from dsg_viz import _io
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import steps_curve  # noqa: E402 - benchmarks/steps_curve.py: the measurement itself
 
@@ -65,7 +67,7 @@ def report() -> None:
     res = {"split": "val (the last 500 train images of each class, 5,000 images)", "checkpoint": steps_curve.CKPT,
            "convention": "zeroq, ema calibration", "fp_val_top1": recs[0].get("fp_val_top1"),
            "machine": recs[0].get("machine"), "runs": recs}
-    steps_curve._atomic_json(JSON_OUT, res)
+    _io.write_text(JSON_OUT, json.dumps(res, indent=1, sort_keys=True))
     acc_keys = ["calib/W4A4", "calib/W3A3", "calib/W2A4", "brecq/W4A4"]
     score_keys = ["rel_d_mu", "offdiag_pearson_feature", "erank_feature", "w1"]
     lines = ["# A sweep of the DSG knobs (validation split)", "",
@@ -96,7 +98,7 @@ def report() -> None:
     if secs:
         lines += ["", f"Generation: median {statistics.median(secs):.0f} s per 256-sample, 500-step set on one thread "
                       "(other jobs shared the machine's two cores)."]
-    MD_OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _io.write_text(MD_OUT, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
